@@ -1,0 +1,109 @@
+"""`plan_and_preprocess`: fingerprint → plan → preprocess, into a staging folder renamed only on success."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from itermask_auto.experiment_planning.fingerprint import extract_fingerprint
+from itermask_auto.experiment_planning.planner import plan_experiment
+from itermask_auto.experiment_planning.plans import FINGERPRINT_FILE, PLANS_FILE, Plans
+from itermask_auto.imageio.errors import InputError
+from itermask_auto.paths import preprocessed_root, raw_root
+from itermask_auto.preprocessing.preprocessor import preprocess_case
+from itermask_auto.preprocessing.storage import save_case
+from itermask_auto.utilities.atomic import read_json, write_json
+from itermask_auto.utilities.dataset import find_dataset, list_cases, load_dataset_json
+from itermask_auto.utilities.parallel import run_parallel
+
+logger = logging.getLogger(__name__)
+
+KEPT_ACROSS_RUNS = ("splits.json",)  # trained models refer to it; --clean drops it
+
+
+def collect_training_cases(raw_folder: Path) -> tuple[Dict, Dict[str, List[Path]], Dict[str, Path]]:
+    """dataset.json, the healthy training cases' channel files, and their optional brain masks."""
+    meta = load_dataset_json(raw_folder)
+    ending = meta["file_ending"]
+    cases = list_cases(raw_folder / "imagesTr", len(meta["channel_names"]), ending)
+    if not cases:
+        raise InputError(raw_folder / "imagesTr", "no training cases found")
+    declared = meta.get("numTraining")
+    if declared is not None and int(declared) != len(cases):
+        raise InputError(raw_folder / "dataset.json", f"numTraining is {declared} but imagesTr holds {len(cases)} cases")
+    masks: Dict[str, Path] = {}
+    mask_dir = raw_folder / "masksTr"
+    if mask_dir.is_dir():
+        for p in sorted(mask_dir.iterdir()):
+            if p.name.startswith("."):
+                continue
+            case = p.name[: -len(ending)] if p.name.endswith(ending) else None
+            if case not in cases:
+                raise InputError(p, f"brain mask has no matching case in imagesTr (expected CASE{ending})")
+            masks[case] = p
+    return meta, cases, masks
+
+
+def _preprocess_one(case_id: str, channel_paths: List[Path], mask_path: Path, plans_file: Path,
+                    configuration: str, out_dir: Path) -> List[int]:
+    plans = Plans.load(plans_file)
+    data, hf, brain, properties = preprocess_case(channel_paths, plans, configuration, mask_path=mask_path)
+    properties["case_id"] = case_id
+    save_case(out_dir, case_id, data, hf, brain, properties)
+    return list(data.shape[1:])
+
+
+def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d", "2d"), num_processes: int = 2,
+                        profile: str = "cpu", gpu_memory_gb: Optional[float] = None, clean: bool = False,
+                        verify_dataset_integrity: bool = False, plan_only: bool = False) -> Path:
+    """Run the whole first stage for one dataset; return the preprocessed dataset folder."""
+    raw_folder = find_dataset(raw_root(), dataset)
+    meta, cases, masks = collect_training_cases(raw_folder)
+    logger.info("%s: %d training cases, %d channel(s) %s, %d given brain masks", raw_folder.name, len(cases),
+                len(meta["channel_names"]), list(meta["channel_names"].values()), len(masks))
+    if verify_dataset_integrity:
+        from itermask_auto.experiment_planning.integrity import verify_integrity
+        verify_integrity(raw_folder, meta, cases, masks, num_processes)
+
+    final = preprocessed_root() / raw_folder.name
+    staging = preprocessed_root() / f".{raw_folder.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        shutil.copyfile(raw_folder / "dataset.json", staging / "dataset.json")
+        if final.is_dir() and not clean:
+            for name in KEPT_ACROSS_RUNS:
+                if (final / name).is_file():
+                    shutil.copyfile(final / name, staging / name)
+        fingerprint = extract_fingerprint(cases, masks, staging / "brain_masks", num_processes)
+        write_json(staging / FINGERPRINT_FILE, fingerprint)
+        plans = plan_experiment(fingerprint, meta, raw_folder.name, profile=profile, gpu_memory_gb=gpu_memory_gb)
+        plans.save(staging / PLANS_FILE)
+        log_plan_summary(plans)
+        if not plan_only:
+            for name in configurations:
+                config = plans.configuration(name)
+                out_dir = staging / config.data_identifier
+                jobs = [(c, cases[c], staging / "brain_masks" / f"{c}.nii.gz", staging / PLANS_FILE, name, out_dir)
+                        for c in sorted(cases)]
+                run_parallel(_preprocess_one, jobs, num_processes, desc=f"preprocess {name}")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("preprocessed dataset written to %s", final)
+    return final
+
+
+def log_plan_summary(plans: Plans) -> None:
+    for name, c in plans.configurations.items():
+        logger.info("plan %s%s: spacing %s, patch %s, batch %d, features %s, ~%.2f GB activations", name,
+                    " (default)" if name == plans.default_configuration else "", [round(s, 3) for s in c.spacing],
+                    c.patch_size, c.batch_size, c.network.features_per_stage, c.estimated_memory_gb)
+    t = plans.training
+    logger.info("training: %d epochs × %d iterations, lr %g (%s); hf radius %.4f cycles/mm; alpha %g",
+                t.num_epochs, t.iterations_per_epoch, t.initial_lr, t.lr_schedule, plans.hf_radius_cycles_per_mm,
+                plans.calibration.alpha)

@@ -1,0 +1,67 @@
+"""itermask_plan_and_preprocess: fingerprint, plan and preprocess one or more raw datasets."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from itermask_auto.experiment_planning.api import plan_and_preprocess
+from itermask_auto.imageio.errors import InputError
+from itermask_auto.paths import MissingEnvironmentVariable
+from itermask_auto.utilities.log import setup_logging
+from itermask_auto.utilities.parallel import BatchError
+
+logger = logging.getLogger("itermask_plan_and_preprocess")
+
+
+def default_profile() -> str:
+    try:
+        import torch
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover
+        return "cpu"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="itermask_plan_and_preprocess",
+        description="Fingerprint a raw dataset of healthy scans ($ITERMASK_raw/DatasetXXX_Name), plan spacing, "
+                    "patch size, network, batch size and the mask schedule, then skull-strip (when needed), "
+                    "crop, normalise, resample and store it under $ITERMASK_preprocessed.")
+    p.add_argument("-d", "--dataset", nargs="+", required=True, help="dataset ID(s) or name(s), e.g. 1 or IXI_T1")
+    p.add_argument("-c", "--configurations", nargs="+", default=["3d", "2d"], choices=["3d", "2d"],
+                   help="configurations to preprocess (default: 3d 2d)")
+    p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--profile", choices=["cpu", "gpu"], default=None,
+                   help="hardware profile the plan targets (default: gpu if CUDA is available, else cpu)")
+    p.add_argument("-gpu_memory_target", type=float, default=None,
+                   help="GPU memory budget in GB for the gpu profile (default 8)")
+    p.add_argument("--verify_dataset_integrity", action="store_true", help="read and check every file first")
+    p.add_argument("--clean", action="store_true", help="start from scratch (also drops an existing splits.json)")
+    p.add_argument("--plan_only", action="store_true", help="fingerprint and plan, do not preprocess")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    profile = args.profile or default_profile()
+    try:
+        for dataset in args.dataset:
+            plan_and_preprocess(dataset, args.configurations, args.num_processes, profile=profile,
+                                gpu_memory_gb=args.gpu_memory_target, clean=args.clean,
+                                verify_dataset_integrity=args.verify_dataset_integrity, plan_only=args.plan_only)
+    except BatchError as e:
+        for _, err in e.errors:
+            logger.error("%s", err)
+        logger.error("%d case(s) failed; nothing was written to the preprocessed folder", len(e.errors))
+        return 1
+    except (InputError, MissingEnvironmentVariable, FileNotFoundError, ValueError, KeyError) as e:
+        logger.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""From a fingerprint to a plan. Every planned number comes from a named rule recorded in `plans.rules`."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, List
+
+import numpy as np
+
+from itermask_auto.experiment_planning.plans import (CalibrationPlan, ConfigurationPlan, InferencePlan, NetworkPlan,
+                                                     NormalizationPlan, Plans, TrainingMaskPlan, TrainingPlan)
+from itermask_auto.experiment_planning.topology import (activation_memory_gb, round_patch, unet_topology)
+
+logger = logging.getLogger(__name__)
+
+ANISOTROPY_THRESHOLD = 3.0
+# IterMask3D: radius 15 in the 192-point spectrum of 1 mm data = 15/192 cycles/mm.
+REFERENCE_HF_RADIUS = 15.0 / 192.0
+# IterMask3D mask scales 1/4, 1/2, 1/8 of a 1 mm grid = blocks of 4, 2, 8 mm, with p = 0.5, 0.25, 0.25.
+REFERENCE_BLOCKS_MM = [4.0, 2.0, 8.0]
+REFERENCE_BLOCK_P = [0.5, 0.25, 0.25]
+PROFILES = {
+    # activation-memory budget for one training step, batch limits, base features, epochs × iterations
+    "gpu": dict(memory_gb=8.0, min_batch=2, max_batch=8, base_features=16, max_features=256,
+                epochs=300, iterations=250, batch_2d=32),
+    "cpu": dict(memory_gb=0.6, min_batch=2, max_batch=2, base_features=16, max_features=256,
+                epochs=None, iterations=50, batch_2d=8),
+}
+# CPU recipe: epochs fill a wall-clock budget at a throughput measured on this project's 2-core reference CPU
+# (benchmarks/train_speed.py, bf16 autocast); a faster machine simply finishes sooner.
+CPU_TRAIN_BUDGET_S = 75 * 60
+CPU_GMAC_PER_S = 60.0
+MAX_BATCH_DATASET_FRACTION = 0.05
+MAX_2D_PATCH = 256
+
+
+def conv_gmacs(patch: List[int], strides, kernels, features, in_ch: int, out_ch: int) -> float:
+    """Multiply-accumulates of one forward pass (encoder + mirrored decoder, 2 convs per stage)."""
+    voxels = float(math.prod(patch))
+    total, prev = 0.0, in_ch
+    for stride, kernel, f in zip(strides, kernels, features):
+        voxels /= math.prod(stride)
+        k = math.prod(kernel)
+        total += voxels * k * (prev * f + f * f) * 2  # encoder + decoder convolutions at this stage
+        prev = f
+    return (total + voxels * out_ch) / 1e9
+
+
+def plan_target_spacing(fp: Dict[str, Any]) -> tuple[List[float], List[float], float, Dict[str, str]]:
+    agg = fp["aggregate"]
+    median = list(agg["median_spacing"])
+    ratio = max(median) / min(median)
+    spacing_3d = list(median)
+    rule = "median spacing per axis"
+    if ratio > ANISOTROPY_THRESHOLD:
+        axis = int(np.argmax(median))
+        spacing_3d[axis] = agg["spacing_10th_percentile"][axis]
+        rule += f"; anisotropic (ratio {ratio:.1f} > {ANISOTROPY_THRESHOLD}): axis {axis} uses the 10th percentile"
+    return spacing_3d, median, ratio, {"spacing_3d": rule, "spacing_2d": "median spacing per axis"}
+
+
+def plan_3d(fp, spacing, channels: int, profile: Dict, name: str) -> ConfigurationPlan:
+    median_mm = fp["aggregate"]["median_shape_after_crop_mm"]
+    median_shape = [int(round(m / s)) for m, s in zip(median_mm, spacing)]
+    patch = round_patch(median_shape, spacing)
+    while True:  # shrink the axis largest relative to the median shape until the budget fits
+        strides, kernels, features = unet_topology(patch, spacing, profile["base_features"], profile["max_features"])
+        memory = activation_memory_gb(patch, strides, features, profile["min_batch"])
+        if memory <= profile["memory_gb"] or max(patch) <= 16:
+            break
+        axis = int(np.argmax([p / m for p, m in zip(patch, median_shape)]))
+        patch[axis] = max(8, patch[axis] - 16)
+        patch = round_patch(patch, spacing)
+    batch = profile["min_batch"]
+    while batch < profile["max_batch"] and activation_memory_gb(patch, strides, features, batch + 1) <= profile["memory_gb"]:
+        batch += 1
+    dataset_voxels = math.prod(median_shape) * fp["aggregate"]["num_cases"]
+    batch = max(1, min(batch, int(MAX_BATCH_DATASET_FRACTION * dataset_voxels / math.prod(patch)) or 1))
+    batch = max(batch, min(profile["min_batch"], fp["aggregate"]["num_cases"]))
+    return ConfigurationPlan(
+        name="3d", spacing=spacing, median_shape=median_shape, patch_size=patch, batch_size=batch,
+        network=NetworkPlan(features_per_stage=features, kernel_sizes=kernels, strides=strides,
+                            input_channels=2 * channels, output_channels=channels),
+        data_identifier=f"{name}_3d", estimated_memory_gb=round(memory, 3))
+
+
+def plan_2d(fp, spacing, channels: int, profile: Dict, name: str) -> ConfigurationPlan:
+    median_mm = fp["aggregate"]["median_shape_after_crop_mm"]
+    median_shape = [int(round(m / s)) for m, s in zip(median_mm, spacing)]
+    slice_axis = int(np.argmax(spacing)) if max(spacing) / min(spacing) > ANISOTROPY_THRESHOLD else 0
+    inplane = [min(MAX_2D_PATCH, n) for i, n in enumerate(median_shape) if i != slice_axis]
+    inplane_spacing = [s for i, s in enumerate(spacing) if i != slice_axis]
+    patch = round_patch(inplane, inplane_spacing)
+    strides, kernels, features = unet_topology(patch, inplane_spacing, 32, 512)
+    batch = profile["batch_2d"]
+    return ConfigurationPlan(
+        name="2d", spacing=spacing, median_shape=median_shape, patch_size=patch, batch_size=batch,
+        network=NetworkPlan(features_per_stage=features, kernel_sizes=kernels, strides=strides,
+                            input_channels=2 * channels, output_channels=channels, norm="batch"),
+        data_identifier=f"{name}_2d", slice_axis=slice_axis,
+        estimated_memory_gb=round(activation_memory_gb(patch, strides, features, batch), 3))
+
+
+def plan_training(profile_name: str, config: ConfigurationPlan) -> tuple[TrainingPlan, str]:
+    profile = PROFILES[profile_name]
+    iterations = profile["iterations"]
+    if profile["epochs"] is not None:
+        return TrainingPlan(num_epochs=profile["epochs"], iterations_per_epoch=iterations,
+                            lr_schedule="step"), f"{profile_name} profile: fixed {profile['epochs']}×{iterations}"
+    net = config.network
+    gmacs = conv_gmacs(config.patch_size, net.strides, net.kernel_sizes, net.features_per_stage,
+                       net.input_channels, net.output_channels)
+    seconds_per_iteration = 3 * gmacs * config.batch_size / CPU_GMAC_PER_S  # forward + backward ≈ 3 forwards
+    epochs = int(max(10, min(300, CPU_TRAIN_BUDGET_S / (seconds_per_iteration * iterations * 1.15))))
+    rule = (f"cpu profile: {CPU_TRAIN_BUDGET_S // 60} min budget / ({gmacs:.1f} GMAC × 3 × batch "
+            f"{config.batch_size} / {CPU_GMAC_PER_S} GMAC/s × {iterations} it × 1.15 validation) → {epochs} epochs")
+    return TrainingPlan(num_epochs=epochs, iterations_per_epoch=iterations, lr_schedule="step"), rule
+
+
+def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_name: str,
+                    profile: str = "cpu", gpu_memory_gb: float | None = None) -> Plans:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile '{profile}' (known: {sorted(PROFILES)})")
+    prof = dict(PROFILES[profile])
+    if gpu_memory_gb is not None:
+        prof["memory_gb"] = float(gpu_memory_gb)
+    plans_name = f"itermaskPlans_{profile}"
+    channels = len(dataset_json["channel_names"])
+    spacing_3d, spacing_2d, ratio, rules = plan_target_spacing(fp)
+    configs = {"3d": plan_3d(fp, spacing_3d, channels, prof, plans_name),
+               "2d": plan_2d(fp, spacing_2d, channels, prof, plans_name)}
+    default = "2d" if ratio > ANISOTROPY_THRESHOLD else "3d"
+    training, training_rule = plan_training(profile, configs[default])
+    coarsest = max(spacing_3d)
+    hf_radius = min(REFERENCE_HF_RADIUS, 0.5 * 0.5 / coarsest)  # at most half of the coarsest Nyquist
+    rules.update({
+        "profile": f"{profile}: activation budget {prof['memory_gb']} GB, batch {prof['min_batch']}..{prof['max_batch']}",
+        "default_configuration": f"2d if max/min median spacing ({ratio:.2f}) > {ANISOTROPY_THRESHOLD}, else 3d",
+        "patch_size_3d": "median brain-cropped shape, rounded to the pooling factor, shrunk (largest axis relative "
+                         "to the median first) until the activation-memory estimate fits the profile budget",
+        "network": "pool while the feature map stays >= 4 voxels and the axis is not > 2x coarser than the finest "
+                   "(max 5 pools); features 16·2^stage capped at 256 (IterMask3D's 16..256)",
+        "batch_size_3d": "grow from the profile minimum while memory fits, capped at 5% of the dataset's voxels",
+        "patch_size_2d": "median in-plane shape (capped at 256), rounded to the pooling factor; slice axis = the "
+                         "anisotropic axis, else z",
+        "hf_radius_cycles_per_mm": "IterMask3D's 15/192 cycles/mm, capped at half the Nyquist of the coarsest spacing",
+        "training_masks": "IterMask3D blocks of 4/2/8 mm (scales 1/4, 1/2, 1/8 of 1 mm) with p 0.5/0.25/0.25",
+        "training": training_rule,
+        "inference": "15-pass budget: 8 sweep passes instead of the reference 100, then at most 6 shrink passes",
+        "calibration": "alpha 0.01 healthy voxel FPR (Behrendt et al.'s protocol on healthy validation scans)",
+        "normalization": "z-score inside the brain after clipping to its 0.5/99.5 percentiles; background -3 "
+                         "(IterMask2's background level)",
+    })
+    return Plans(
+        dataset_name=dataset_name, plans_name=plans_name, channel_names=dict(dataset_json["channel_names"]),
+        file_ending=dataset_json["file_ending"], normalization=NormalizationPlan(),
+        hf_radius_cycles_per_mm=round(hf_radius, 6),
+        training_masks=TrainingMaskPlan(block_sizes_mm=REFERENCE_BLOCKS_MM, block_probabilities=REFERENCE_BLOCK_P),
+        training=training, inference=InferencePlan(sweep_steps=8, max_shrink_passes=6),
+        calibration=CalibrationPlan(alpha=0.01), configurations=configs, default_configuration=default,
+        anisotropy_ratio=round(ratio, 4), profile=profile, rules=rules)

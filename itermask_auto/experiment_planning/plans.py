@@ -1,0 +1,159 @@
+"""Typed plan: what `itermask_plan_and_preprocess` decides and every later stage reads.
+
+Stored as `itermask_plans.json` (readable, editable). Every key is documented in docs/plans.md.
+Axis order everywhere is the canonical array order (z, y, x) of the preprocessed data: see
+`preprocessing/orientation.py`."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from itermask_auto.utilities.atomic import read_json, write_json
+
+PLANS_FILE = "itermask_plans.json"
+FINGERPRINT_FILE = "dataset_fingerprint.json"
+
+
+@dataclass
+class NetworkPlan:
+    """U-Net topology (dynamic-network-architectures PlainConvUNet arguments)."""
+    features_per_stage: List[int]
+    kernel_sizes: List[List[int]]
+    strides: List[List[int]]
+    n_conv_per_stage: int = 2
+    n_conv_per_stage_decoder: int = 2
+    norm: str = "instance"          # "instance" | "batch"
+    dropout: float = 0.0
+    input_channels: int = 2         # image channels + one high-frequency channel per image channel
+    output_channels: int = 1        # reconstructed image channels
+
+
+@dataclass
+class ConfigurationPlan:
+    name: str                        # "3d" | "2d"
+    spacing: List[float]             # target spacing (mm), canonical (z, y, x)
+    median_shape: List[int]          # median brain-cropped shape at target spacing
+    patch_size: List[int]            # 3 entries for 3d, 2 (y, x in-plane) for 2d
+    batch_size: int
+    network: NetworkPlan
+    data_identifier: str             # subfolder of the preprocessed dataset holding this configuration's arrays
+    estimated_memory_gb: float = 0.0  # the planner's activation-memory estimate for one training step
+    slice_axis: int = 0              # 2d only: the canonical axis slices are taken along (0 = z, axial)
+
+
+@dataclass
+class NormalizationPlan:
+    scheme: str = "zscore_brain"     # z-score inside the brain mask, per channel
+    clip_percentiles: List[float] = field(default_factory=lambda: [0.5, 99.5])
+    background_value: float = -3.0   # value written outside the brain after normalisation
+
+
+@dataclass
+class TrainingMaskPlan:
+    """IterMask3D Gaussian-blob mask generator, sizes in mm so it does not depend on spacing."""
+    block_sizes_mm: List[float]      # block edge of the coarse grid the blob is drawn on
+    block_probabilities: List[float]
+    variance_range_blocks: List[float] = field(default_factory=lambda: [0.3, 10.0])  # eigenvalues λ ~ U(lo, hi)
+    n_points: int = 100_000
+    fill: str = "gaussian_noise"     # masked voxels replaced by N(0, 1)
+    masked_loss_weight: float = 1.0  # >1 weights the masked region more in the MSE
+
+
+@dataclass
+class TrainingPlan:
+    optimizer: str = "adam"
+    initial_lr: float = 1e-3
+    lr_schedule: str = "poly"        # "poly" (nnU-Net) | "step" (IterMask3D: ×0.1 at lr_step_fraction)
+    lr_step_fraction: float = 0.6
+    weight_decay: float = 0.0
+    num_epochs: int = 100
+    iterations_per_epoch: int = 100
+    validation_iterations: int = 20
+    mixed_precision: str = "auto"    # "auto" (bf16 on CPU if supported, bf16/fp16 on CUDA) | "fp32"
+    rotation_degrees: float = 10.0
+    scaling_range: List[float] = field(default_factory=lambda: [0.9, 1.1])
+    mirror_axes: List[int] = field(default_factory=lambda: [2])   # left-right only: brains are ~symmetric
+    num_folds: int = 5
+    seed: int = 12345
+
+
+@dataclass
+class InferencePlan:
+    """IterMask3D schedule (reference: 100 sweep passes, γ=0.01, shrink until <1 % change)."""
+    sweep_steps: int = 10            # number of sweep passes; quantile fractions are spread over sweep_max_percent
+    sweep_max_percent: float = 99.0  # the last sweep pass keeps the top (100 - 99) % of brain voxels masked
+    fit_max_threshold: float = 10.0  # t(i) points used for the a·tan(b·i) fit stop when t exceeds this
+    fit_min_r2: float = 0.85
+    gamma: float = 0.01              # k* = first sweep index i (reference units, 1..100) with dt/di > gamma
+    convergence_tolerance: float = 0.01
+    max_shrink_passes: int = 8
+    tile_step_size: float = 0.5      # sliding-window step as a fraction of the patch
+    mode: str = "itermask3d"         # "itermask3d" (per-subject τ) | "itermask2" (τ from calibration)
+
+
+@dataclass
+class CalibrationPlan:
+    alpha: float = 0.01              # target healthy voxel false-positive rate of the segmentation
+    detection_rule: str = "max_healthy_score"  # volume threshold rule, see docs/plans.md
+    detection_quantile: float = 0.95
+
+
+@dataclass
+class Plans:
+    dataset_name: str
+    plans_name: str
+    channel_names: Dict[str, str]    # "0": "T1", ...
+    file_ending: str
+    normalization: NormalizationPlan
+    hf_radius_cycles_per_mm: float
+    training_masks: TrainingMaskPlan
+    training: TrainingPlan
+    inference: InferencePlan
+    calibration: CalibrationPlan
+    configurations: Dict[str, ConfigurationPlan]
+    default_configuration: str
+    anisotropy_ratio: float          # max/min target spacing; > 3 makes 2d the default
+    profile: str = "cpu"             # "cpu" | "gpu": the hardware profile the plan was made for
+    rules: Dict[str, str] = field(default_factory=dict)  # planned key -> rule that produced it
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    def configuration(self, name: Optional[str] = None) -> ConfigurationPlan:
+        name = name or self.default_configuration
+        if name not in self.configurations:
+            raise KeyError(f"configuration '{name}' is not in the plan (has: {sorted(self.configurations)})")
+        return self.configurations[name]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Plans":
+        d = dict(d)
+        configs = {
+            k: ConfigurationPlan(**{**v, "network": NetworkPlan(**v["network"])})
+            for k, v in d.pop("configurations").items()
+        }
+        return cls(
+            configurations=configs,
+            normalization=NormalizationPlan(**d.pop("normalization")),
+            training_masks=TrainingMaskPlan(**d.pop("training_masks")),
+            training=TrainingPlan(**d.pop("training")),
+            inference=InferencePlan(**d.pop("inference")),
+            calibration=CalibrationPlan(**d.pop("calibration")),
+            **d,
+        )
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plans":
+        try:
+            return cls.from_dict(read_json(path))
+        except (TypeError, KeyError) as e:
+            raise ValueError(f"{path}: not a valid itermask plan ({e})") from e

@@ -1,0 +1,152 @@
+"""itermask_plan_and_preprocess end to end on phantoms, and its answers to bad input."""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from itermask_auto.dataset_conversion.phantom import write_phantom_dataset
+from itermask_auto.experiment_planning.cli import main as plan_main
+from itermask_auto.experiment_planning.plans import Plans
+from itermask_auto.preprocessing.storage import list_preprocessed_cases, load_case
+
+
+@pytest.fixture
+def phantom_raw(data_roots):
+    return write_phantom_dataset(data_roots["raw"], dataset_id=990, n_train=4, n_test_healthy=1, n_test_lesion=1,
+                                 size=(48, 56, 48), spacing=(2.5, 2.5, 2.5), with_masks=False)
+
+
+def _run(*args) -> int:
+    return plan_main(["-d", "990", "-np", "1", "--profile", "cpu", *args])
+
+
+def test_plan_and_preprocess_phantom(phantom_raw, data_roots):
+    assert _run("--verify_dataset_integrity") == 0
+    out = data_roots["preprocessed"] / phantom_raw.name
+    plans = Plans.load(out / "itermask_plans.json")
+    fingerprint = json.loads((out / "dataset_fingerprint.json").read_text())
+    assert plans.default_configuration == "3d"
+    assert fingerprint["aggregate"]["num_cases"] == 4
+    case0 = fingerprint["cases"][0]
+    assert case0["skull_stripped"] and case0["brain_mask_source"] == "skull_stripped_input"
+    assert set(case0["channels"][0]["percentiles"]) == {"0.5", "50.0", "99.5"}
+    for name in ("3d", "2d"):
+        config = plans.configuration(name)
+        folder = out / config.data_identifier
+        assert len(list_preprocessed_cases(folder)) == 4
+        data, hf, brain, props = load_case(folder, list_preprocessed_cases(folder)[0])
+        assert data.shape[0] == hf.shape[0] == 1 and brain.any()
+        assert abs(float(data[0][brain].mean())) < 0.1 and abs(float(data[0][brain].std()) - 1) < 0.1
+        assert np.all(data[0][~brain] == plans.normalization.background_value)
+        assert np.allclose(props["target_spacing"], config.spacing)
+    for key in ("spacing_3d", "patch_size_3d", "network", "training", "inference", "hf_radius_cycles_per_mm"):
+        assert key in plans.rules
+
+
+def test_deterministic_plan_and_arrays(phantom_raw, data_roots, tmp_path):
+    assert _run("-c", "3d") == 0
+    out = data_roots["preprocessed"] / phantom_raw.name
+    first_plan = (out / "itermask_plans.json").read_text()
+    folder = out / Plans.load(out / "itermask_plans.json").configuration("3d").data_identifier
+    case = list_preprocessed_cases(folder)[0]
+    first = load_case(folder, case)
+    assert _run("-c", "3d", "--clean") == 0
+    assert (out / "itermask_plans.json").read_text() == first_plan
+    second = load_case(folder, case)
+    for a, b in zip(first[:3], second[:3]):
+        assert np.array_equal(a, b)
+
+
+def _corrupt(path: Path):
+    path.write_bytes(gzip.compress(b"not a nifti")[:20])
+
+
+def _four_d(path: Path):
+    im = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(im)
+    sitk.WriteImage(sitk.GetImageFromArray(np.stack([arr, arr])[None].squeeze(0)[..., None].repeat(2, -1),
+                                           isVector=False), str(path))
+
+
+def _nan(path: Path):
+    im = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(im)
+    arr[arr.shape[0] // 2, arr.shape[1] // 2, arr.shape[2] // 2] = np.nan
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(im)
+    sitk.WriteImage(out, str(path))
+
+
+def _empty(path: Path):
+    im = sitk.ReadImage(str(path))
+    out = sitk.GetImageFromArray(np.zeros(sitk.GetArrayFromImage(im).shape, np.float32))
+    out.CopyInformation(im)
+    sitk.WriteImage(out, str(path))
+
+
+def _missing(path: Path):
+    """Two channels declared; every case but the victim has its second channel."""
+    meta_path = path.parents[1] / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["channel_names"] = {"0": "T1", "1": "T2"}
+    meta_path.write_text(json.dumps(meta))
+    for p in sorted(path.parent.glob("*_0000.nii.gz")):
+        if p != path:
+            shutil.copyfile(p, str(p).replace("_0000", "_0001"))
+
+
+def _bad_json(path: Path):
+    meta_path = path.parents[1] / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["numTraining"] = 99
+    meta_path.write_text(json.dumps(meta))
+
+
+def _extra_channel_geometry(path: Path):
+    """Turn the case into 2 channels with different grids while dataset.json says 2 channels."""
+    meta_path = path.parents[1] / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["channel_names"] = {"0": "T1", "1": "T2"}
+    meta_path.write_text(json.dumps(meta))
+    for p in sorted(path.parent.glob("*_0000.nii.gz")):
+        im = sitk.ReadImage(str(p))
+        if p == path:
+            im = sitk.Resample(im, [s - 2 for s in im.GetSize()], sitk.Transform(), sitk.sitkLinear, im.GetOrigin(),
+                               im.GetSpacing(), im.GetDirection())
+        sitk.WriteImage(im, str(p).replace("_0000", "_0001"))
+
+
+@pytest.mark.parametrize("breaker, words", [
+    (_corrupt, "corrupt"), (_four_d, "3-D"), (_nan, "NaN"), (_empty, "constant"), (_missing, "missing channel"),
+    (_bad_json, "numTraining"), (_extra_channel_geometry, "geometry differs"),
+])
+def test_bad_input_one_line_and_no_output(phantom_raw, data_roots, caplog, breaker, words):
+    victim = sorted((phantom_raw / "imagesTr").glob("*_0000.nii.gz"))[1]
+    breaker(victim)
+    assert _run() == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(words in m and ("_000" in m or "dataset.json" in m) for m in errors), errors
+    assert all("\n" not in m for m in errors[:-1])
+    leftovers = list(data_roots["preprocessed"].iterdir())
+    assert leftovers == [], f"partial output left: {leftovers}"
+
+
+def test_existing_output_survives_a_failed_rerun(phantom_raw, data_roots):
+    assert _run("-c", "3d") == 0
+    out = data_roots["preprocessed"] / phantom_raw.name
+    before = sorted(p.name for p in out.rglob("*"))
+    _nan(sorted((phantom_raw / "imagesTr").glob("*_0000.nii.gz"))[0])
+    assert _run("-c", "3d") == 1
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_missing_environment_variable(monkeypatch, caplog):
+    monkeypatch.delenv("ITERMASK_raw", raising=False)
+    assert plan_main(["-d", "1"]) == 1
+    assert any("ITERMASK_raw" in r.getMessage() for r in caplog.records)
