@@ -9,7 +9,8 @@ import numpy as np
 
 from itermask_auto.experiment_planning.plans import (CalibrationPlan, ConfigurationPlan, InferencePlan, NetworkPlan,
                                                      NormalizationPlan, Plans, TrainingMaskPlan, TrainingPlan)
-from itermask_auto.experiment_planning.topology import (activation_memory_gb, round_patch, unet_topology)
+from itermask_auto.experiment_planning.topology import (activation_memory_gb, divisibility, round_patch,
+                                                       unet_topology)
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,12 @@ def plan_3d(fp, spacing, channels: int, profile: Dict, name: str) -> Configurati
     while True:  # shrink the axis largest relative to the median shape until the budget fits
         strides, kernels, features = unet_topology(patch, spacing, profile["base_features"], profile["max_features"])
         memory = activation_memory_gb(patch, strides, features, profile["min_batch"])
-        if memory <= profile["memory_gb"] or max(patch) <= 16:
+        div = divisibility(strides)
+        shrinkable = [a for a in range(3) if patch[a] - div[a] >= 8]
+        if memory <= profile["memory_gb"] or not shrinkable:
             break
-        axis = int(np.argmax([p / m for p, m in zip(patch, median_shape)]))
-        patch[axis] = max(8, patch[axis] - 16)
-        patch = round_patch(patch, spacing)
+        axis = max(shrinkable, key=lambda a: patch[a] / median_shape[a])
+        patch[axis] -= div[axis]  # one pooling factor at a time keeps the patch divisible (nnU-Net's step)
     batch = profile["min_batch"]
     while batch < profile["max_batch"] and activation_memory_gb(patch, strides, features, batch + 1) <= profile["memory_gb"]:
         batch += 1
