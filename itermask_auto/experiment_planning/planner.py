@@ -24,13 +24,13 @@ PROFILES = {
     # activation-memory budget for one training step, batch limits, base features, epochs × iterations
     "gpu": dict(memory_gb=8.0, min_batch=2, max_batch=8, base_features=16, max_features=256,
                 epochs=300, iterations=250, batch_2d=32),
-    "cpu": dict(memory_gb=0.6, min_batch=2, max_batch=2, base_features=16, max_features=256,
+    "cpu": dict(memory_gb=0.15, min_batch=2, max_batch=2, base_features=8, max_features=256,
                 epochs=None, iterations=50, batch_2d=8),
 }
 # CPU recipe: epochs fill a wall-clock budget at a throughput measured on this project's 2-core reference CPU
 # (benchmarks/train_speed.py, bf16 autocast); a faster machine simply finishes sooner.
 CPU_TRAIN_BUDGET_S = 75 * 60
-CPU_GMAC_PER_S = 60.0
+CPU_GMAC_PER_S = 8.0  # fp32: this CPU (AMD EPYC, AVX2) has no native bf16; bf16 autocast is far slower
 MAX_BATCH_DATASET_FRACTION = 0.05
 MAX_2D_PATCH = 256
 
@@ -141,7 +141,8 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
         "patch_size_3d": "median brain-cropped shape, rounded to the pooling factor, shrunk (largest axis relative "
                          "to the median first) until the activation-memory estimate fits the profile budget",
         "network": "pool while the feature map stays >= 4 voxels and the axis is not > 2x coarser than the finest "
-                   "(max 5 pools); features 16·2^stage capped at 256 (IterMask3D's 16..256)",
+                   f"(max 5 pools); features {prof['base_features']}·2^stage capped at {prof['max_features']} "
+                   "(IterMask3D: 16..256; the cpu profile halves the width to afford more iterations)",
         "batch_size_3d": "grow from the profile minimum while memory fits, capped at 5% of the dataset's voxels",
         "patch_size_2d": "median in-plane shape (capped at 256), rounded to the pooling factor; slice axis = the "
                          "anisotropic axis, else z",

@@ -1,0 +1,63 @@
+"""`itermask_train`: train one fold of a method on a preprocessed dataset, then calibrate it on healthy data."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from itermask_auto.methods.registry import DEFAULT_METHOD, METHODS
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="itermask_train",
+        description="Train a masked-reconstruction network on the healthy cases of a preprocessed dataset "
+                    "(fold split in $ITERMASK_preprocessed/DatasetXXX/splits.json), save it under "
+                    "$ITERMASK_results/DatasetXXX_Name/<method>__<plans>__<configuration>/fold_N/ and calibrate "
+                    "its thresholds on the fold's healthy validation cases. No lesion label is read.")
+    p.add_argument("-d", dest="dataset", required=True, help="dataset ID (e.g. 4) or name (IXI_T1 / Dataset004_IXI_T1)")
+    p.add_argument("-c", dest="configuration", default="3d", help="planned configuration: 3d or 2d (default 3d)")
+    p.add_argument("-f", dest="fold", default="0", help="fold 0..K-1 of splits.json, or 'all' (default 0)")
+    p.add_argument("-m", dest="method", default=DEFAULT_METHOD, choices=sorted(METHODS),
+                   help=f"method (default {DEFAULT_METHOD})")
+    p.add_argument("-device", dest="device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--c", dest="continue_training", action="store_true",
+                   help="continue from checkpoint_latest.pth (weights, optimiser, RNG) at the next epoch")
+    p.add_argument("--calibrate_only", action="store_true", help="skip training; only (re)calibrate the fold")
+    p.add_argument("--epochs", type=int, default=None, help="override the plan's number of epochs")
+    p.add_argument("--iterations", type=int, default=None, help="override the plan's iterations per epoch")
+    p.add_argument("-np", dest="num_workers", type=int, default=0,
+                   help="data-augmentation worker processes (default 0: in-process, deterministic)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: CPU cores minus data workers)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster steps)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from itermask_auto.imageio.errors import InputError
+    from itermask_auto.paths import MissingEnvironmentVariable
+    from itermask_auto.training.api import run_training
+    try:
+        fold_dir = run_training(args.dataset, configuration=args.configuration, fold=args.fold, method=args.method,
+                                device=args.device, continue_training=args.continue_training,
+                                calibrate_only=args.calibrate_only, epochs=args.epochs, iterations=args.iterations,
+                                num_workers=args.num_workers, compile=args.compile,
+                                num_threads=args.threads)
+    except (InputError, MissingEnvironmentVariable, FileNotFoundError, ValueError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        sys.stderr.write(f"itermask_train: error: {message}\n")
+        return 1
+    logger.info("model folder: %s", fold_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

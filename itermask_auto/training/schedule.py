@@ -1,0 +1,76 @@
+"""The fixed recipe's small decisions: learning rate per epoch, optimiser, numeric precision, CPU threads."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable, Optional
+
+import torch
+
+from itermask_auto.experiment_planning.plans import TrainingPlan
+
+logger = logging.getLogger(__name__)
+
+
+def learning_rate(epoch: int, num_epochs: int, plan: TrainingPlan) -> float:
+    """lr for a 0-based epoch. "poly": nnU-Net's (1 − e/E)^0.9; "step": ×0.1 from round(E·lr_step_fraction)."""
+    if plan.lr_schedule == "poly":
+        return plan.initial_lr * (1 - min(epoch, num_epochs) / max(num_epochs, 1)) ** 0.9
+    if plan.lr_schedule == "step":
+        return plan.initial_lr * (0.1 if epoch >= round(num_epochs * plan.lr_step_fraction) else 1.0)
+    raise ValueError(f"unknown lr_schedule '{plan.lr_schedule}' (poly|step)")
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], plan: TrainingPlan) -> torch.optim.Optimizer:
+    name = plan.optimizer.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=plan.initial_lr, weight_decay=plan.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=plan.initial_lr, weight_decay=plan.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=plan.initial_lr, weight_decay=plan.weight_decay, momentum=0.99,
+                               nesterov=True)
+    raise ValueError(f"unknown optimizer '{plan.optimizer}' (adam|adamw|sgd)")
+
+
+def cpu_bf16_supported() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 / AMX); emulated bf16 on AVX2 is slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(device: torch.device, mixed_precision: str) -> Optional[torch.dtype]:
+    """dtype for torch.autocast, or None for fp32. "auto": bf16 on CPU if supported; bf16 (else fp16) on CUDA."""
+    if mixed_precision == "fp32":
+        return None
+    if mixed_precision == "bf16":
+        return torch.bfloat16
+    if mixed_precision == "fp16":
+        return torch.float16
+    if mixed_precision != "auto":
+        raise ValueError(f"unknown mixed_precision '{mixed_precision}' (auto|fp32|bf16|fp16)")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device '{device}' (cpu|cuda)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA GPU (use -device cpu)")
+    return torch.device(device)
+
+
+def set_torch_threads(device: torch.device, num_workers: int, num_threads: Optional[int] = None) -> int:
+    """On CPU the network gets the cores the data workers leave free (at least 1), unless num_threads is given
+    (on a machine shared with other jobs, 1 thread avoids OpenMP spin-wait collapse). Returns the count used."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, cores - num_workers) if device.type == "cpu" else max(1, min(cores, 4))
+    n = int(num_threads) if num_threads else n
+    torch.set_num_threads(n)
+    return n
