@@ -31,7 +31,7 @@ def obtain_brain_mask(images: Sequence[sitk.Image], paths: Sequence[Path], mask_
         source, reason = "given", f"mask file {Path(mask_path).name}"
     else:
         array = sitk.GetArrayViewFromImage(reference)
-        stripped, reason = skull_strip.looks_skull_stripped(np.asarray(array))
+        stripped, reason = skull_strip.looks_skull_stripped(np.asarray(array), spacing=reference.GetSpacing()[::-1])
         if stripped:
             mask = skull_strip.brain_mask_from_stripped(np.asarray(array))
             source = "skull_stripped_input"
