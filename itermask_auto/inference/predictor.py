@@ -1,0 +1,279 @@
+"""Python API of prediction: load a trained fold once, predict arrays, files or a whole folder.
+
+    p = Predictor.from_model_folder(fold_dir, device="cpu")
+    case = p.predict_files([Path("sub_0000.nii.gz")])      # CasePrediction, original geometry
+    result = p.predict_arrays(data, hf, brain_mask, properties)
+
+Segmentation rule: with calibration.json, seg = {map > calibrated voxel_threshold} in the brain (in itermask2
+mode τ itself is the calibrated one, seg = final mask); without it, seg = the per-subject-τ final mask, and the
+case summary says so. Detection = volume score ("top1_mean") > calibrated detection threshold."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from itermask_auto.experiment_planning.plans import InferencePlan, Plans
+from itermask_auto.inference.iterative import InferenceResult, run_inference
+from itermask_auto.inference.sliding_window import reconstruct_volume
+from itermask_auto.methods.registry import get_method
+from itermask_auto.utilities.atomic import read_json
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "calibration.json"
+SCORE_KEY = "top1_mean"
+NOISE_SEED = 1234
+
+
+class NetworkReconstructor:
+    """`reconstruct(mask, needed=None)` over one volume; counts passes and windows; seeded noise per pass."""
+
+    def __init__(self, network: torch.nn.Module, data: np.ndarray, hf: np.ndarray, patch_size: Sequence[int],
+                 step: float, batch_size: int, device: torch.device, amp: str, seed: int = NOISE_SEED):
+        self.network, self.data, self.hf = network, data, hf
+        self.patch_size, self.step, self.batch_size = list(patch_size), step, batch_size
+        self.device, self.amp, self.seed = device, amp, seed
+        self.passes = 0
+        self.windows = 0
+
+    def __call__(self, mask: np.ndarray, needed: Optional[np.ndarray] = None) -> np.ndarray:
+        generator = torch.Generator().manual_seed(self.seed + self.passes)
+        recon, n = reconstruct_volume(self.network, self.data, self.hf, mask, self.patch_size, self.step,
+                                      self.batch_size, self.device, self.amp, generator, needed=needed)
+        self.passes += 1
+        self.windows += n
+        return recon
+
+
+@dataclass
+class CasePrediction:
+    anomaly: np.ndarray                    # float32 (z, y, x): preprocessed grid, or original if `images`
+    segmentation: np.ndarray               # uint8, same grid
+    summary: Dict[str, Any]
+    result: Optional[InferenceResult] = None
+    images: Dict[str, sitk.Image] = field(default_factory=dict)   # "anomaly", "seg" in the input's geometry
+
+
+def load_calibration(fold_dir: Path) -> Optional[Dict[str, Any]]:
+    path = Path(fold_dir) / CALIBRATION_FILE
+    return read_json(path) if path.is_file() else None
+
+
+class Predictor:
+    def __init__(self, network: torch.nn.Module, plans: Plans, configuration: str, method: str,
+                 fold_dir: Optional[Path] = None, device: str | torch.device = "cpu", amp: Optional[str] = None,
+                 batch_size: Optional[int] = None, calibration: Optional[Dict[str, Any]] = None):
+        self.network, self.plans, self.configuration, self.method = network, plans, configuration, method
+        self.spec = get_method(method)
+        self.config = plans.configuration(configuration)
+        self.fold_dir = Path(fold_dir) if fold_dir else None
+        self.device = torch.device(device)
+        self.amp = amp or plans.training.mixed_precision
+        self.batch_size = batch_size or (1 if self.device.type == "cpu" else max(1, self.config.batch_size))
+        self.calibration = calibration
+
+    @classmethod
+    def from_model_folder(cls, fold_dir: str | Path, device: str = "cpu", checkpoint: str = "checkpoint_final.pth",
+                          amp: Optional[str] = None, batch_size: Optional[int] = None,
+                          use_calibration: bool = True) -> "Predictor":
+        from itermask_auto.training.model_folder import load_trained_model
+        network, plans, configuration, method = load_trained_model(fold_dir, checkpoint, device)
+        calibration = load_calibration(Path(fold_dir)) if use_calibration else None
+        return cls(network, plans, configuration, method, fold_dir, device, amp, batch_size, calibration)
+
+    # ---- core -------------------------------------------------------------------------------------------
+    def infer(self, data: np.ndarray, hf: np.ndarray, brain_mask: np.ndarray, keep_masks: bool = False,
+              inference_plan: Optional[InferencePlan] = None) -> tuple[InferenceResult, Dict]:
+        """Run the method's inference procedure on preprocessed arrays; returns (result, timing/count stats)."""
+        plan = inference_plan or self.plans.inference
+        rec = NetworkReconstructor(self.network, data, hf, self.config.patch_size, plan.tile_step_size,
+                                   self.batch_size, self.device, self.amp)
+        tau = None
+        if self.calibration and plan.mode == "itermask2":
+            tau = self.calibration.get("itermask2_tau")
+        start = time.perf_counter()
+        result = run_inference(self.spec.inference, rec, data, brain_mask.astype(bool), plan, tau, keep_masks)
+        stats = {"seconds": time.perf_counter() - start, "network_passes": rec.passes, "windows": rec.windows}
+        if rec.passes != result.passes:
+            logger.debug("pass count: reconstructor %d vs procedure %d", rec.passes, result.passes)
+        return result, stats
+
+    def segment(self, result: InferenceResult, brain_mask: np.ndarray) -> tuple[np.ndarray, str]:
+        cal = self.calibration
+        if cal is None:
+            return result.final_mask.astype(np.uint8), "per-subject tau final mask (no calibration.json)"
+        if result.procedure == "itermask2":
+            return result.final_mask.astype(np.uint8), "final mask with calibrated itermask2 tau"
+        seg = (result.anomaly_map > cal["voxel_threshold"]) & brain_mask.astype(bool)
+        return seg.astype(np.uint8), "anomaly map > calibrated voxel_threshold"
+
+    def summarize(self, result: InferenceResult, stats: Dict, seg_rule: str) -> Dict[str, Any]:
+        cal = self.calibration
+        score = float(result.scores[SCORE_KEY])
+        detection = None
+        if cal is not None and cal.get("detection_threshold") is not None:
+            detection = bool(score > cal["detection_threshold"])
+        return {
+            "method": self.method, "procedure": result.procedure, "configuration": self.configuration,
+            "model_folder": str(self.fold_dir) if self.fold_dir else None,
+            "volume_score": score, "volume_score_name": SCORE_KEY, "scores": result.scores,
+            "anomalous": detection,
+            "detection_threshold": cal.get("detection_threshold") if cal else None,
+            "voxel_threshold": cal.get("voxel_threshold") if cal else None,
+            "segmentation_rule": seg_rule, "calibrated": cal is not None,
+            "tau": result.tau, "tau_fit": result.fit, "sweep_i": result.sweep_i, "sweep_t": result.sweep_t,
+            "shrink_iterations": result.shrink_iterations, "network_passes": stats["network_passes"],
+            "windows": stats["windows"], "seconds": round(stats["seconds"], 3),
+            "final_mask_voxels": int(result.final_mask.sum()),
+        }
+
+    # ---- public -----------------------------------------------------------------------------------------
+    def predict_arrays(self, data: np.ndarray, hf: np.ndarray, brain_mask: np.ndarray,
+                       properties: Optional[Dict[str, Any]] = None, keep_masks: bool = False) -> CasePrediction:
+        """Arrays on the preprocessed grid; with `properties` (from preprocess_case) also the output images."""
+        result, stats = self.infer(data, hf, brain_mask, keep_masks=keep_masks)
+        seg, rule = self.segment(result, brain_mask)
+        pred = CasePrediction(result.anomaly_map.astype(np.float32), seg, self.summarize(result, stats, rule), result)
+        if properties is not None and "original" in properties:
+            from itermask_auto.preprocessing.export import to_original_geometry
+            pred.images = {"anomaly": to_original_geometry(pred.anomaly, properties, order=1),
+                           "seg": to_original_geometry(seg, properties, order=0)}
+        return pred
+
+    def predict_files(self, channel_paths: Sequence[str | Path], mask_path: Optional[str | Path] = None,
+                      keep_masks: bool = False) -> CasePrediction:
+        """Raw channel files -> prediction in the input's geometry (arrays from the output images)."""
+        from itermask_auto.preprocessing.preprocessor import preprocess_case
+        data, hf, brain, props = preprocess_case([Path(p) for p in channel_paths], self.plans, self.configuration,
+                                                 Path(mask_path) if mask_path else None)
+        pred = self.predict_arrays(data, hf, brain, props, keep_masks=keep_masks)
+        pred.anomaly = sitk.GetArrayFromImage(pred.images["anomaly"]).astype(np.float32)
+        pred.segmentation = sitk.GetArrayFromImage(pred.images["seg"]).astype(np.uint8)
+        return pred
+
+
+
+
+# ---- folder to folder ---------------------------------------------------------------------------------------
+def resolve_model_folder(dataset: str | int, configuration: str, fold: str | int, method: str,
+                         plans_name: Optional[str] = None) -> Path:
+    """$ITERMASK_results/DatasetXXX/<method>__<plans>__<configuration>/fold_N (plans name guessed if unique)."""
+    from itermask_auto.paths import results_root
+    from itermask_auto.utilities.dataset import find_dataset
+    ds = find_dataset(results_root(), dataset)
+    pattern = f"{method}__{plans_name or '*'}__{configuration}"
+    found = sorted(p / f"fold_{fold}" for p in ds.glob(pattern) if (p / f"fold_{fold}").is_dir())
+    if not found:
+        raise FileNotFoundError(f"no trained model {ds}/{pattern}/fold_{fold}: train it with itermask_train "
+                                f"-d {dataset} -c {configuration} -f {fold} -m {method}")
+    if len(found) > 1:
+        raise FileNotFoundError(f"several plans for {pattern}: {[p.parent.name for p in found]}; pass -p PLANS")
+    return found[0]
+
+
+def _preprocess(paths: List[Path], mask_path: Optional[Path], plans_dict: Dict[str, Any], configuration: str):
+    """Top-level (picklable) so -npp can run it in worker processes."""
+    from itermask_auto.preprocessing.preprocessor import preprocess_case
+    return preprocess_case(paths, Plans.from_dict(plans_dict), configuration, mask_path)
+
+
+def predict_folder(input_dir: str | Path, output_dir: str | Path, dataset: str | int | None = None,
+                   configuration: str = "3d", fold: str | int = 0, method: str = "itermask3d", device: str = "cpu",
+                   *, model_dir: Optional[str | Path] = None, checkpoint: str = "checkpoint_final.pth",
+                   plans_name: Optional[str] = None, continue_prediction: bool = False, num_parts: int = 1,
+                   part_id: int = 0, save_masks: bool = False, npp: int = 1, nps: int = 1,
+                   masks_dir: Optional[str | Path] = None, mode: Optional[str] = None,
+                   progress: bool = True) -> Dict[str, Any]:
+    """Predict every case of `input_dir` (CASE_0000.nii.gz, ...) into `output_dir`; a bad case is logged with
+    its one-line error and skipped. Returns the predictions.json content (with "failures")."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    from itermask_auto.imageio.errors import InputError
+    from itermask_auto.inference.export_results import (export_case, is_case_done, read_case_summary,
+                                                        write_folder_summary)
+    from itermask_auto.utilities.dataset import list_cases
+
+    if not 0 <= part_id < num_parts:
+        raise ValueError(f"--part_id {part_id} must be in 0..{num_parts - 1}")
+    fold_dir = Path(model_dir) if model_dir else resolve_model_folder(dataset, configuration, fold, method, plans_name)
+    predictor = Predictor.from_model_folder(fold_dir, device, checkpoint)
+    if mode:  # "itermask3d" (per-subject τ) | "itermask2" (calibrated τ, no sweep)
+        predictor.plans.inference.mode = mode
+    plans, out = predictor.plans, Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = list_cases(Path(input_dir), plans.num_channels, plans.file_ending)
+    ids = sorted(cases)[part_id::num_parts]
+    done = {c for c in ids if continue_prediction and is_case_done(out, c)}
+    if done:
+        logger.info("--continue: %d finished case(s) skipped", len(done))
+    summaries = {c: read_case_summary(out, c) for c in done}
+    failures: Dict[str, str] = {}
+    todo = [c for c in ids if c not in done]
+
+    def mask_of(case: str) -> Optional[Path]:
+        p = Path(masks_dir) / f"{case}{plans.file_ending}" if masks_dir else None
+        return p if p is not None and p.is_file() else None
+
+    spawn = multiprocessing.get_context("spawn")  # fork after torch threads started can deadlock
+    pre_pool = ProcessPoolExecutor(npp, mp_context=spawn) if npp > 1 else None
+    exp_pool = ProcessPoolExecutor(nps, mp_context=spawn) if nps > 1 else None
+    pending, exports = deque(), {}
+    try:
+        queue = iter(todo)
+
+        def submit_next() -> None:
+            case = next(queue, None)
+            if case is not None:
+                pending.append((case, pre_pool.submit(_preprocess, cases[case], mask_of(case), plans.to_dict(),
+                                                      predictor.configuration)))
+        for _ in range(2 * npp if pre_pool else 0):
+            submit_next()
+        for case in tqdm(todo, desc="itermask_predict", unit="case", disable=not progress):
+            try:
+                if pre_pool:
+                    _, future = pending.popleft()
+                    submit_next()
+                    data, hf, brain, props = future.result()
+                else:
+                    data, hf, brain, props = _preprocess(cases[case], mask_of(case), plans.to_dict(),
+                                                         predictor.configuration)
+                result, stats = predictor.infer(data, hf, brain, keep_masks=save_masks)
+                seg, rule = predictor.segment(result, brain)
+                args = (out, case, result.anomaly_map, seg, props, predictor.summarize(result, stats, rule),
+                        result.masks if save_masks else None)
+                if exp_pool:
+                    exports[case] = exp_pool.submit(export_case, *args)
+                else:
+                    summaries[case] = export_case(*args)
+            except InputError as e:
+                failures[case] = str(e)
+                logger.error("%s: %s", case, e)
+            except Exception as e:  # noqa: BLE001 - one broken case must not stop the folder
+                failures[case] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                logger.error("%s: %s", case, failures[case], exc_info=logger.isEnabledFor(logging.DEBUG))
+        for case, future in exports.items():
+            try:
+                summaries[case] = future.result()
+            except Exception as e:  # noqa: BLE001
+                failures[case] = f"export failed: {type(e).__name__}: {e}"
+                logger.error("%s: %s", case, failures[case])
+    finally:
+        for pool in (pre_pool, exp_pool):
+            if pool:
+                pool.shutdown(cancel_futures=True)
+    header = {"model_folder": str(fold_dir), "method": predictor.method, "configuration": predictor.configuration,
+              "checkpoint": checkpoint, "calibrated": predictor.calibration is not None,
+              "part": f"{part_id + 1}/{num_parts}"}
+    write_folder_summary(out, header, summaries, failures)
+    return {**header, "cases": summaries, "failures": failures}

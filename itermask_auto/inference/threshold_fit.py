@@ -1,0 +1,138 @@
+"""IterMask3D threshold from the sweep curve t(i): fit t ≈ a·tan(b·i), k* = first i with dt/di > γ, τ = t(k*).
+
+i is in the reference's percent units (1..100: the sweep step that leaves (100 − i) % of the brain masked),
+whatever the planned sampling of i, so γ keeps the reference's meaning.
+τ: from the fitted curve when the fit is accepted (it is smooth and defined between sparse sweep points),
+else from the piecewise-linear interpolation of the measured points."""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy.optimize import curve_fit
+
+logger = logging.getLogger(__name__)
+
+SMOOTHING_WINDOW = 5  # points of the moving average used by the finite-difference fallback
+
+
+def tan_curve(i: np.ndarray, a: float, b: float) -> np.ndarray:
+    return a * np.tan(b * i)
+
+
+@dataclass
+class ThresholdFit:
+    tau: float
+    k_star: float
+    method: str                 # "tan_fit" | "finite_differences" | "degenerate"
+    a: Optional[float] = None
+    b: Optional[float] = None
+    r2: Optional[float] = None
+    n_fit_points: int = 0
+    note: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def coverage_weights(i: np.ndarray) -> np.ndarray:
+    """Weight of each point = the stretch of i it stands for (trapezoid widths), so a sparse sweep is fitted
+    as if its points were spread uniformly like the reference's i = 1, 2, ... (the reference fits all of them)."""
+    if len(i) < 2:
+        return np.ones_like(i)
+    edges = np.r_[i[0], (i[1:] + i[:-1]) / 2, i[-1]]
+    w = np.diff(edges)
+    w[0] += 0.5
+    w[-1] += 0.5
+    return w / w.mean()
+
+
+def fit_tan(i: Sequence[float], t: Sequence[float], weighted: bool = True) -> Tuple[float, float, float]:
+    """Weighted least-squares a, b of t ≈ a·tan(b·i), b·max(i) < π/2; returns (a, b, weighted R²).
+
+    Raises RuntimeError when no start converges."""
+    i, t = np.asarray(i, np.float64), np.asarray(t, np.float64)
+    if len(i) < 3 or not np.all(np.isfinite(t)):
+        raise RuntimeError(f"need >= 3 finite points, got {len(i)}")
+    w = coverage_weights(i) if weighted else np.ones_like(i)
+    sigma = 1.0 / np.sqrt(w)
+    b_max = (math.pi / 2) / i.max() * (1 - 1e-6)
+    best = None
+    for frac in (0.5, 0.8, 0.95, 0.99):  # several starts: the optimum is often near the pole
+        b0 = frac * b_max
+        a0 = max(float(np.median(t / np.tan(b0 * i))), 1e-12)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                (a, b), _ = curve_fit(tan_curve, i, t, p0=(a0, b0), sigma=sigma, bounds=([0.0, 1e-9], [np.inf, b_max]),
+                                      maxfev=5000)
+        except (RuntimeError, ValueError):
+            continue
+        sse = float(np.sum(w * (tan_curve(i, a, b) - t) ** 2))
+        if best is None or sse < best[2]:
+            best = (float(a), float(b), sse)
+    if best is None:
+        raise RuntimeError("curve_fit did not converge from any start")
+    sst = float(np.sum(w * (t - np.average(t, weights=w)) ** 2))
+    r2 = 1.0 - best[2] / sst if sst > 0 else 0.0
+    return best[0], best[1], r2
+
+
+def _interp(i: np.ndarray, t: np.ndarray, x: float) -> float:
+    return float(np.interp(x, i, t))
+
+
+def _finite_difference_knee(i: np.ndarray, t: np.ndarray, gamma: float) -> Tuple[float, str]:
+    w = min(SMOOTHING_WINDOW, len(t))
+    if w >= 3:
+        kernel = np.ones(w) / w
+        padded = np.pad(t, (w // 2, w - 1 - w // 2), mode="edge")
+        t_s = np.convolve(padded, kernel, mode="valid")
+    else:
+        t_s = t
+    slope = np.gradient(t_s, i) if len(i) >= 2 else np.zeros_like(t)
+    above = np.nonzero(slope > gamma)[0]
+    if len(above) == 0:
+        return float(i[-1]), "no slope above gamma: largest i"
+    return float(i[above[0]]), ""
+
+
+def choose_threshold(i: Sequence[float], t: Sequence[float], gamma: float, fit_max_threshold: float = 10.0,
+                     fit_min_r2: float = 0.85) -> ThresholdFit:
+    """τ from the sweep points (i ascending, reference units). Never raises on degenerate curves."""
+    i, t = np.asarray(i, np.float64), np.asarray(t, np.float64)
+    finite = np.isfinite(t)
+    i, t = i[finite], t[finite]
+    if len(i) == 0:
+        return ThresholdFit(tau=0.0, k_star=0.0, method="degenerate", note="no finite sweep point")
+    if len(i) == 1 or np.ptp(t) <= 0:
+        return ThresholdFit(tau=float(t[-1]), k_star=float(i[-1]), method="degenerate",
+                            note="flat or single-point curve: largest i")
+    t = np.maximum.accumulate(t)  # quantiles of a shrinking mask; enforce the monotone shape the rule assumes
+    over = np.nonzero(t > fit_max_threshold)[0]
+    n_fit = int(over[0]) if len(over) else len(i)  # points until t first exceeds the limit
+    note = ""
+    if n_fit >= 3:
+        try:
+            a, b, r2 = fit_tan(i[:n_fit], t[:n_fit])
+        except RuntimeError as e:
+            a = b = r2 = None
+            note = f"tan fit failed ({e})"
+        if r2 is not None and r2 >= fit_min_r2 and a > 0:
+            # dt/di = a·b·(1 + tan²(b·i)) > γ  <=>  tan²(b·i) > γ/(a·b) − 1
+            ratio = gamma / (a * b) - 1.0
+            k = 0.0 if ratio <= 0 else math.atan(math.sqrt(ratio)) / b
+            k_star = float(min(max(math.ceil(k - 1e-9), i[0]), i[-1]))
+            tau = float(tan_curve(np.array(k_star), a, b)) if k_star <= i[n_fit - 1] else _interp(i, t, k_star)
+            return ThresholdFit(tau=tau, k_star=k_star, method="tan_fit", a=a, b=b, r2=r2, n_fit_points=n_fit)
+        if r2 is not None:
+            note = f"tan fit R²={r2:.3f} < {fit_min_r2}"
+    else:
+        note = f"only {n_fit} point(s) below {fit_max_threshold}"
+    k_star, extra = _finite_difference_knee(i, t, gamma)
+    return ThresholdFit(tau=_interp(i, t, k_star), k_star=k_star, method="finite_differences", n_fit_points=n_fit,
+                        note="; ".join(x for x in (note, extra) if x))

@@ -1,0 +1,147 @@
+"""IterMask3D inference logic with an oracle (ideal healthy) reconstructor, and the τ rule on synthetic curves."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from itermask_auto.experiment_planning.plans import InferencePlan
+from itermask_auto.inference.iterative import (REFERENCE_SWEEP, itermask3d, oneshot, plain, run_inference,
+                                               squared_error, sweep_schedule)
+from itermask_auto.inference.threshold_fit import choose_threshold, fit_tan
+
+SHAPE = (40, 44, 40)
+
+
+def _phantom(lesion: bool, seed: int = 0):
+    """Ellipsoid brain with smooth structure (C=1), optional bright spherical lesion; background -3."""
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij")
+    brain = (z / 0.85) ** 2 + (y / 0.9) ** 2 + (x / 0.8) ** 2 < 1
+    healthy = np.where(brain, np.sin(3 * x) + 0.5 * np.cos(4 * y) + 0.3 * z, -3.0).astype(np.float32)[None]
+    image = healthy.copy()
+    lesion_mask = np.zeros(SHAPE, bool)
+    if lesion:
+        lesion_mask = ((z - 0.2) ** 2 + (y + 0.3) ** 2 + (x - 0.25) ** 2 < 0.22 ** 2) & brain
+        image[0, lesion_mask] += 2.5
+    return image, healthy, brain, lesion_mask
+
+
+def _oracle(image, healthy, sigma=0.1, seed=0, persistence=0.0):
+    """Ideal healthy reconstructor: healthy image + small noise inside the mask, the input outside.
+
+    persistence > 0: part of each voxel's error is fixed (and its size varies per voxel), as with a real
+    network whose hard voxels stay hard; 0: fresh noise at every pass."""
+    rng = np.random.default_rng(seed)
+    scale = np.exp(0.5 * rng.standard_normal(image.shape[1:])) if persistence else np.ones(image.shape[1:])
+    fixed = rng.standard_normal(image.shape)
+    calls = []
+
+    def reconstruct(mask, needed=None):
+        calls.append(mask.copy())
+        out = image.copy()
+        fresh = rng.standard_normal((image.shape[0], int(mask.sum())))
+        noise = persistence * fixed[:, mask] + np.sqrt(1 - persistence ** 2) * fresh
+        out[:, mask] = healthy[:, mask] + sigma * scale[mask] * noise
+        return out.astype(np.float32)
+    return reconstruct, calls
+
+
+def _dice(a, b):
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def test_lesion_found_and_map_consistent():
+    image, healthy, brain, lesion = _phantom(True)
+    rec, calls = _oracle(image, healthy)
+    plan = InferencePlan()
+    res = itermask3d(rec, image, brain, plan, keep_masks=True)
+    assert _dice(res.final_mask, lesion) > 0.7, _dice(res.final_mask, lesion)
+    # the final mask is exactly {map > τ} inside the brain, and nothing outside the brain
+    assert np.array_equal(res.final_mask, (res.anomaly_map > res.tau) & brain)
+    assert not res.anomaly_map[~brain].any()
+    # passes counted: sweep_steps + shrink passes (the shrink's first pass reuses the sweep's whole-brain pass)
+    assert res.passes == len(calls)
+    assert len(res.sweep_t) == plan.sweep_steps and res.passes < plan.sweep_steps + plan.max_shrink_passes
+    # masks only shrink
+    for a, b in zip(res.masks, res.masks[1:]):
+        assert not (b & ~a).any()
+    assert res.scores["top1_mean"] > 1.0 and 0 < res.scores["mask_fraction"] < 0.1
+
+
+def test_healthy_mask_vanishes():
+    image, healthy, brain, _ = _phantom(False)
+    rec, _ = _oracle(image, healthy, seed=1)
+    res = itermask3d(rec, image, brain, InferencePlan())
+    assert res.final_mask.sum() < 0.01 * brain.sum()
+
+
+def test_reference_schedule_agrees():
+    """The planned 10-pass geometric sweep gives a τ close to the reference 99-pass sweep (oracle whose
+    errors persist across passes, like a network's)."""
+    image, healthy, brain, _ = _phantom(True)
+    taus = {}
+    for name, iv in (("planned", None), ("reference", REFERENCE_SWEEP)):
+        rec, _ = _oracle(image, healthy, seed=2, persistence=0.95)
+        taus[name] = itermask3d(rec, image, brain, InferencePlan(), i_values=iv).tau
+    assert abs(taus["planned"] - taus["reference"]) < 0.35 * taus["reference"], taus
+
+
+def test_itermask2_mode_uses_given_tau():
+    image, healthy, brain, lesion = _phantom(True)
+    rec, calls = _oracle(image, healthy)
+    res = run_inference("iterative", rec, image, brain, InferencePlan(mode="itermask2"), calibrated_tau=0.2)
+    assert res.tau == 0.2 and res.procedure == "itermask2" and not res.sweep_t
+    assert calls[0].sum() == brain.sum()           # starts from the whole brain
+    assert _dice(res.final_mask, lesion) > 0.7
+
+
+def test_oneshot_and_plain():
+    image, healthy, brain, lesion = _phantom(True)
+    rec, calls = _oracle(image, healthy)
+    r1 = oneshot(rec, image, brain, InferencePlan())
+    assert r1.passes == 1 and calls[-1].sum() == brain.sum()
+    assert r1.anomaly_map[lesion].mean() > 10 * r1.anomaly_map[brain & ~lesion].mean()
+    r2 = plain(rec, image, brain, InferencePlan())
+    assert calls[-1].sum() == 0 and r2.passes == 1
+    assert np.array_equal(r2.anomaly_map, squared_error(image, image, brain))  # oracle copies unmasked input
+    with pytest.raises(ValueError):
+        run_inference("nonsense", rec, image, brain, InferencePlan())
+
+
+def test_channel_rule_is_mean():
+    x = np.zeros((2, 2, 2, 2), np.float32)
+    r = x.copy()
+    r[0] = 2.0
+    assert np.allclose(squared_error(x, r, np.ones((2, 2, 2), bool)), 2.0)
+
+
+@pytest.mark.parametrize("a,b", [(0.02, 0.0155), (0.5, 0.01), (0.003, 0.0157)])
+def test_fit_recovers_tan(a, b):
+    i = np.arange(1, 100, dtype=float)
+    t = a * np.tan(b * i)
+    keep = t <= 10
+    fa, fb, r2 = fit_tan(i[keep], t[keep])
+    assert r2 > 0.999 and abs(fa - a) / a < 0.02 and abs(fb - b) / b < 0.01
+    sparse = sweep_schedule(10, 99.0)
+    ts = a * np.tan(b * sparse)
+    res = choose_threshold(sparse, ts, gamma=0.01)
+    assert res.method == "tan_fit"
+    # k* agrees with the analytic first integer i where a·b·sec²(b·i) > γ
+    slope = a * b / np.cos(b * i) ** 2
+    k_true = i[np.argmax(slope > 0.01)] if (slope > 0.01).any() else i[-1]
+    assert abs(res.k_star - k_true) <= 1
+
+
+@pytest.mark.parametrize("t", [np.zeros(10), np.full(10, np.nan), np.array([0.1]), np.linspace(1, 0, 10),
+                               np.r_[np.zeros(9), 50.0], np.linspace(0, 1e-4, 10),
+                               np.r_[np.ones(5), np.nan * np.ones(5)]])
+def test_degenerate_curves_do_not_crash(t):
+    i = sweep_schedule(len(t), 99.0)
+    res = choose_threshold(i, t, gamma=0.01)
+    assert np.isfinite(res.tau) and np.isfinite(res.k_star)
+
+
+def test_schedules():
+    g, u = sweep_schedule(10, 99.0), sweep_schedule(99, 99.0, "uniform")
+    assert g[0] == pytest.approx(1) and g[-1] == pytest.approx(99) and np.all(np.diff(g) > 0)
+    assert np.allclose(u, REFERENCE_SWEEP)
+    assert list(g) == [1, 41, 64, 79, 87, 92, 95, 97, 98, 99]   # masked fraction × ~0.6 per pass, integer i
