@@ -151,8 +151,8 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
         "training": training_rule,
         "inference": "15-pass budget: 8 sweep passes instead of the reference 100, then at most 6 shrink passes",
         "calibration": "alpha 0.01 healthy voxel FPR (Behrendt et al.'s protocol on healthy validation scans)",
-        "normalization": "z-score inside the brain after clipping to its 0.5/99.5 percentiles; background -3 "
-                         "(IterMask2's background level)",
+        "normalization": "z-score inside the brain, mean/std from voxels between its 0.5/99.5 percentiles, "
+                         "values clipped at ±8 std; background -3 (IterMask2's background level)",
     })
     return Plans(
         dataset_name=dataset_name, plans_name=plans_name, channel_names=dict(dataset_json["channel_names"]),

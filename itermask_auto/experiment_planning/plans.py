@@ -46,7 +46,10 @@ class ConfigurationPlan:
 @dataclass
 class NormalizationPlan:
     scheme: str = "zscore_brain"     # z-score inside the brain mask, per channel
+    # mean/std come from brain voxels between these percentiles (robust to lesions); the voxels are NOT clipped
+    # there, or a hyperintense lesion larger than 0.5 % of the brain would be flattened
     clip_percentiles: List[float] = field(default_factory=lambda: [0.5, 99.5])
+    output_clip: float = 8.0         # normalised values are clipped to ±output_clip (tames extreme outliers)
     background_value: float = -3.0   # value written outside the brain after normalisation
 
 
