@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Sequence, Tuple
 
 import numpy as np
+import SimpleITK as sitk
 
+from itermask_auto.dataset_conversion.phantom import make_phantom
 from itermask_auto.experiment_planning.plans import (CalibrationPlan, ConfigurationPlan, InferencePlan, NetworkPlan,
                                                      NormalizationPlan, Plans, TrainingMaskPlan, TrainingPlan)
+from itermask_auto.preprocessing.normalization import normalize_channel
 from itermask_auto.preprocessing.storage import save_case
 from itermask_auto.utilities.atomic import write_json
 from itermask_auto.utilities.frequency import high_frequency
@@ -26,33 +29,14 @@ BACKGROUND = -3.0
 
 
 def _phantom_arrays(seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(image zyx float32, brain zyx bool): the project phantom when available, else an ellipsoid with texture."""
-    try:
-        import SimpleITK as sitk
-        from itermask_auto.dataset_conversion.phantom import make_phantom
-        # anatomy_scale 0.5: a ~70x85x60 mm brain fits the 80x96x80 mm grid
-        ph = make_phantom(seed, size=SIZE_XYZ, spacing=SPACING[::-1], skull=False, n_lesions=0, anatomy_scale=0.5)
-        return (sitk.GetArrayFromImage(ph.image).astype(np.float32),
-                sitk.GetArrayFromImage(ph.brain_mask).astype(bool))
-    except ImportError:
-        pass
-    from scipy.ndimage import gaussian_filter
-    rng = np.random.default_rng(seed)
-    shape = SIZE_XYZ[::-1]
-    grid = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in shape], indexing="ij")
-    radii = np.array(shape) * rng.uniform(0.36, 0.44, size=3)
-    r = np.sqrt(sum((g / a) ** 2 for g, a in zip(grid, radii)))
-    brain = r < 1
-    texture = gaussian_filter(rng.standard_normal(shape), 1.5)
-    image = (100 + 40 * (r < 0.55) - 25 * ((r > 0.75) & (r < 0.85)) + 150 * texture) * brain
-    return image.astype(np.float32), brain
+    """(image zyx float32, brain zyx bool) of a skull-stripped project phantom."""
+    # anatomy_scale 0.5: a ~70x85x60 mm brain fits the 80x96x80 mm grid
+    ph = make_phantom(seed, size=SIZE_XYZ, spacing=SPACING[::-1], skull=False, n_lesions=0, anatomy_scale=0.5)
+    return (sitk.GetArrayFromImage(ph.image).astype(np.float32), sitk.GetArrayFromImage(ph.brain_mask).astype(bool))
 
 
 def _normalise(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    values = image[brain]
-    out = (image - values.mean()) / max(values.std(), 1e-6)
-    out[~brain] = BACKGROUND
-    return out.astype(np.float32)
+    return normalize_channel(image, brain, NormalizationPlan(background_value=BACKGROUND))[0]
 
 
 def make_plans(patch: Sequence[int] = (32, 32, 32), features: Sequence[int] = (8, 16, 32),
