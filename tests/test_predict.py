@@ -150,3 +150,16 @@ def test_python_api(trained, tmp_path):
     assert pred.summary["tau"] >= 0 and pred.summary["windows"] > 0 and pred.summary["network_passes"] >= 2
     assert "no calibration" in pred.summary["segmentation_rule"] and pred.summary["anomalous"] is None
     assert pred.images["seg"].GetSize() == geoms["lesion"].GetSize()
+
+
+def test_predictions_are_deterministic_on_cpu(trained, tmp_path):
+    """Same model, same input, two fresh predictors: identical maps and summaries (seeded noise per pass)."""
+    _, _, fold_dir, _ = trained
+    _write_inputs(tmp_path / "in")
+    image = tmp_path / "in" / "images" / "lesion_0000.nii.gz"
+    mask = tmp_path / "in" / "masks" / "lesion.nii.gz"
+    first = Predictor.from_model_folder(fold_dir).predict_files([image], mask)
+    second = Predictor.from_model_folder(fold_dir).predict_files([image], mask)
+    assert np.array_equal(first.anomaly, second.anomaly)
+    assert np.array_equal(first.segmentation, second.segmentation)
+    assert first.summary["tau"] == second.summary["tau"]
