@@ -150,3 +150,11 @@ def test_missing_environment_variable(monkeypatch, caplog):
     monkeypatch.delenv("ITERMASK_raw", raising=False)
     assert plan_main(["-d", "1"]) == 1
     assert any("ITERMASK_raw" in r.getMessage() for r in caplog.records)
+
+
+def test_stale_staging_folder_of_a_killed_run_is_removed(phantom_raw, data_roots):
+    stale = data_roots["preprocessed"] / f".{phantom_raw.name}.partial-99999"
+    (stale / "half").mkdir(parents=True)
+    assert _run("-c", "3d", "--plan_only") == 0
+    assert not stale.exists()
+    assert (data_roots["preprocessed"] / phantom_raw.name / "itermask_plans.json").is_file()

@@ -68,8 +68,10 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         verify_integrity(raw_folder, meta, cases, masks, num_processes)
 
     final = preprocessed_root() / raw_folder.name
+    for stale in preprocessed_root().glob(f".{raw_folder.name}.partial-*"):  # left by a killed run
+        logger.info("removing unfinished output of an earlier run: %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     staging = preprocessed_root() / f".{raw_folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         shutil.copyfile(raw_folder / "dataset.json", staging / "dataset.json")
