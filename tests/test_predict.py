@@ -163,3 +163,17 @@ def test_predictions_are_deterministic_on_cpu(trained, tmp_path):
     assert np.array_equal(first.anomaly, second.anomaly)
     assert np.array_equal(first.segmentation, second.segmentation)
     assert first.summary["tau"] == second.summary["tau"]
+
+
+def test_oneshot_method_is_one_pass(trained, tmp_path):
+    """The registry's `oneshot` ablation shares the network and runs one whole-brain-masked pass."""
+    from itermask_auto.methods.registry import get_method
+    from itermask_auto.training.model_folder import load_trained_model
+    _, _, fold_dir, _ = trained
+    assert get_method("oneshot").inference == "oneshot"
+    network, plans, configuration, _ = load_trained_model(fold_dir)
+    _write_inputs(tmp_path / "in")
+    pred = Predictor(network, plans, configuration, "oneshot").predict_files(
+        [tmp_path / "in" / "images" / "lesion_0000.nii.gz"], tmp_path / "in" / "masks" / "lesion.nii.gz")
+    assert pred.summary["procedure"] == "oneshot" and pred.summary["network_passes"] == 1
+    assert pred.anomaly.max() > 0

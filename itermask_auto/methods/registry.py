@@ -19,6 +19,9 @@ class MethodSpec:
 METHODS: Dict[str, MethodSpec] = {
     "itermask3d": MethodSpec("itermask3d", "IterMask3D: masked reconstruction with iterative mask shrinking",
                              training_mask="blobs", inference="iterative"),
+    # ablation: the same masked-reconstruction training, but one pass with the whole brain masked
+    "oneshot": MethodSpec("oneshot", "one-shot masked reconstruction (whole brain masked, one pass)",
+                          training_mask="blobs", inference="oneshot"),
 }
 
 DEFAULT_METHOD = "itermask3d"
