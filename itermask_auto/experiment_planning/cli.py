@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPU memory budget in GB for the gpu profile (default 8)")
     p.add_argument("--verify_dataset_integrity", action="store_true", help="read and check every file first")
     p.add_argument("--clean", action="store_true", help="start from scratch (also drops an existing splits.json)")
-    p.add_argument("--plan_only", action="store_true", help="fingerprint and plan, do not preprocess")
+    p.add_argument("--plan_only", action="store_true",
+                   help="fingerprint and plan only; earlier preprocessed arrays are dropped (a new plan invalidates them)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
