@@ -38,8 +38,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         s = evaluate_folder(args.pred, args.ref, args.healthy, args.brain, args.images, report=not args.no_report,
                             alpha=args.alpha)
-    except (InputError, FileNotFoundError, ValueError) as e:
-        logger.error("%s", e)
+    except (InputError, OSError, ValueError) as e:
+        logger.error("%s", str(e).splitlines()[0] if str(e) else type(e).__name__)
         return 1
     seg, vox, det = s["segmentation"], s["voxel_ranking"], s["detection"]
     f = lambda v: "n/a" if v is None else f"{v:.4g}"  # noqa: E731 - null in JSON = undefined

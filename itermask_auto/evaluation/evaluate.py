@@ -43,14 +43,31 @@ def _same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
             np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
 
 
+def world_box(image: sitk.Image) -> np.ndarray:
+    """(2, 3) min/max world corner of the image's field of view (voxel edges, any direction)."""
+    size = np.asarray(image.GetSize(), float)
+    corners = [image.TransformContinuousIndexToPhysicalPoint([(-0.5 if b else s - 0.5) for b, s in zip(bits, size)])
+               for bits in np.ndindex(2, 2, 2)]
+    return np.stack([np.min(corners, axis=0), np.max(corners, axis=0)])
+
+
 def on_grid(image: sitk.Image, reference: sitk.Image, path: Path, linear: bool = False) -> sitk.Image:
-    """`image` on the reference's grid; resampled (nearest neighbour for masks) with a warning when it differs."""
+    """`image` on the reference's grid; resampled (nearest neighbour for masks) with a warning when it differs.
+    InputError when the two fields of view do not overlap, or a non-empty mask loses every voxel on the way."""
     if _same_grid(image, reference):
         return image
+    box, ref = world_box(image), world_box(reference)
+    overlap = np.minimum(box[1], ref[1]) - np.maximum(box[0], ref[0])
+    if np.any(overlap <= 0):
+        raise InputError(path, f"grid does not overlap the prediction's grid (world box {box.round(1).tolist()} mm "
+                               f"vs {ref.round(1).tolist()} mm): wrong file or wrong header?")
     logger.warning("%s: grid differs from the prediction's; resampled %s to it", path,
                    "linearly" if linear else "with nearest neighbour")
     interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    return sitk.Resample(image, reference, sitk.Transform(), interp, 0.0, image.GetPixelID())
+    out = sitk.Resample(image, reference, sitk.Transform(), interp, 0.0, image.GetPixelID())
+    if not linear and sitk.GetArrayViewFromImage(image).any() and not sitk.GetArrayViewFromImage(out).any():
+        raise InputError(path, "no labelled voxel lies inside the prediction's grid after resampling")
+    return out
 
 
 def _read(path: Path) -> sitk.Image:

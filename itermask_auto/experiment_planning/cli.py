@@ -7,7 +7,8 @@ import sys
 
 from itermask_auto.experiment_planning.api import plan_and_preprocess
 from itermask_auto.imageio.errors import InputError
-from itermask_auto.paths import MissingEnvironmentVariable
+from itermask_auto.paths import MissingEnvironmentVariable, preprocessed_root
+from itermask_auto.utilities.atomic import check_writable_folder
 from itermask_auto.utilities.log import setup_logging
 from itermask_auto.utilities.parallel import BatchError
 
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     setup_logging(args.verbose)
     profile = args.profile or default_profile()
     try:
+        check_writable_folder(preprocessed_root())  # fail before minutes of fingerprinting, not after
         for dataset in args.dataset:
             plan_and_preprocess(dataset, args.configurations, args.num_processes, profile=profile,
                                 gpu_memory_gb=args.gpu_memory_target, clean=args.clean,
@@ -58,8 +60,9 @@ def main(argv=None) -> int:
             logger.error("%s", err)
         logger.error("%d case(s) failed; nothing was written to the preprocessed folder", len(e.errors))
         return 1
-    except (InputError, MissingEnvironmentVariable, FileNotFoundError, ValueError, KeyError) as e:
-        logger.error("%s", e)
+    except (InputError, MissingEnvironmentVariable, OSError, ValueError, KeyError) as e:
+        # OSError: disk full / unwritable output; atomic writes name the final file, the staging folder is gone
+        logger.error("%s", str(e).splitlines()[0] if str(e) else type(e).__name__)
         return 1
     return 0
 

@@ -90,10 +90,16 @@ class InferencePlan:
     fit_max_threshold: float = 10.0  # t(i) points used for the a·tan(b·i) fit stop when t exceeds this
     fit_min_r2: float = 0.85
     gamma: float = 0.01              # k* = first sweep index i (reference units, 1..100) with dt/di > gamma
+    gamma_rule: str = "calibrated"   # "calibrated": γ from calibration.json when present | "fixed": always `gamma`
     convergence_tolerance: float = 0.01
     max_shrink_passes: int = 8
     tile_step_size: float = 0.5      # sliding-window step as a fraction of the patch
     mode: str = "itermask3d"         # "itermask3d" (per-subject τ) | "itermask2" (τ from calibration)
+    # method itermask2 (first-iteration network + masked AE): τ = this percentile of the masked error under random
+    # training masks on the healthy validation cases; the first mask = this fraction of brain voxels with the
+    # highest first-iteration error (IterMask2: 80th percentile, top 60 %)
+    itermask2_tau_percentile: float = 80.0
+    initial_mask_fraction: float = 0.6
 
 
 @dataclass
@@ -101,6 +107,7 @@ class CalibrationPlan:
     alpha: float = 0.01              # target healthy voxel false-positive rate of the segmentation
     detection_rule: str = "max_healthy_score"  # volume threshold rule, see docs/plans.md
     detection_quantile: float = 0.95
+    gamma_case_quantile: float = 0.5  # γ = this quantile of the healthy validation cases' own γ (see calibration)
 
 
 @dataclass

@@ -59,13 +59,29 @@ def _check_nifti_voxels(path: Path) -> None:
     """SimpleITK's NIfTI reader turns NaN into 0 and reports a bad gzip stream in many lines: read the voxels
     once with nibabel to catch both with a clear message."""
     try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
+        nii = nib.load(str(path))
+        data = np.asanyarray(nii.dataobj)
     except (EOFError, OSError, zlib.error) as e:
         raise InputError(path, f"corrupt or truncated file ({e})") from None
     except Exception as e:  # noqa: BLE001 - nibabel raises several types for a broken header
         raise InputError(path, f"corrupt or unreadable NIfTI file ({type(e).__name__}: {str(e).splitlines()[0][:100]})") from None
+    # ITK silently replaces a zero pixdim by 1 mm: a zero or non-finite spacing must be caught here
+    zooms = _raw_pixdim(path, nii)[: min(3, data.ndim)]
+    if not np.all(np.isfinite(zooms)) or np.any(zooms == 0):
+        raise InputError(path, f"zero or non-finite voxel spacing in the header (pixdim {zooms.tolist()} mm)")
     if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
         raise InputError(path, f"contains {int((~np.isfinite(data)).sum())} NaN/inf voxels")
+
+
+def _raw_pixdim(path: Path, nii) -> np.ndarray:
+    """pixdim[1:4] as stored: nibabel's checked header has already turned 0 into 1."""
+    from nibabel.openers import ImageOpener
+    try:
+        with ImageOpener(str(path)) as f:
+            header = type(nii.header).from_fileobj(f, check=False)
+        return np.asarray(header["pixdim"][1:4], dtype=float)
+    except Exception:  # noqa: BLE001 - fall back to the checked header
+        return np.asarray(nii.header.get_zooms()[:3], dtype=float)
 
 
 def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = GEOMETRY_TOLERANCE) -> bool:

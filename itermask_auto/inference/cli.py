@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from itermask_auto.imageio.errors import InputError
 from itermask_auto.methods.registry import DEFAULT_METHOD
+from itermask_auto.paths import MissingEnvironmentVariable
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +51,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.dataset and not args.model_dir:
         build_parser().error("give -d DATASET (or -model_dir FOLD_DIR)")
     from itermask_auto.inference.predictor import predict_folder
+    from itermask_auto.utilities.atomic import check_writable_folder, remove_stale_temporaries
     try:
+        check_writable_folder(args.output)  # before the model loads: fail in a second, not after a case
         summary = predict_folder(args.input, args.output, args.dataset, args.configuration, args.fold, args.method,
                                  args.device, model_dir=args.model_dir, checkpoint=args.checkpoint,
                                  plans_name=args.plans_name, continue_prediction=args.continue_prediction,
                                  num_parts=args.num_parts, part_id=args.part_id, save_masks=args.save_masks,
                                  npp=args.npp, nps=args.nps, masks_dir=args.masks_dir, mode=args.mode,
                                  progress=not args.quiet)
-    except (InputError, FileNotFoundError, ValueError, KeyError) as e:
+    except (InputError, MissingEnvironmentVariable, OSError, ValueError, KeyError) as e:
         logger.error("%s", str(e).splitlines()[0] if str(e) else type(e).__name__)
         return 2
+    remove_stale_temporaries(args.output)  # left by a SIGKILLed earlier run; never read as outputs
     failures = summary["failures"]
     logger.info("%d case(s) written to %s", len(summary["cases"]), args.output)
     if failures:

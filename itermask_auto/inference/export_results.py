@@ -6,6 +6,7 @@ it can run in a worker process (-nps)."""
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -37,17 +38,22 @@ def write_image(image: sitk.Image, path: Path) -> None:
 
 def export_case(output_dir: Path, case_id: str, anomaly: np.ndarray, seg: np.ndarray, properties: Dict[str, Any],
                 summary: Dict[str, Any], masks: Optional[Sequence[np.ndarray]] = None) -> Dict[str, Any]:
-    """Arrays on the preprocessed grid -> files in the input's geometry. Returns the summary written."""
+    """Arrays on the preprocessed grid -> files in the input's geometry. Returns the summary written.
+
+    All images are written to temporary names first and renamed only once every one of them is complete, so a
+    failure part-way (disk full) leaves neither a new file nor a damaged old one; CASE.json comes last."""
     from itermask_auto.preprocessing.export import to_original_geometry
     files = case_files(output_dir, case_id)
-    write_image(sitk.Cast(to_original_geometry(anomaly.astype(np.float32), properties, order=1), sitk.sitkFloat32),
-                files["anomaly"])
-    write_image(sitk.Cast(to_original_geometry(seg.astype(np.uint8), properties, order=0), sitk.sitkUInt8),
-                files["seg"])
-    if masks:
-        for k, m in enumerate(masks):
-            write_image(sitk.Cast(to_original_geometry(m.astype(np.uint8), properties, order=0), sitk.sitkUInt8),
-                        Path(output_dir) / f"{case_id}_masks" / f"pass_{k:02d}{NIFTI}")
+    images = [(sitk.Cast(to_original_geometry(anomaly.astype(np.float32), properties, order=1), sitk.sitkFloat32),
+               files["anomaly"]),
+              (sitk.Cast(to_original_geometry(seg.astype(np.uint8), properties, order=0), sitk.sitkUInt8),
+               files["seg"])]
+    for k, m in enumerate(masks or []):
+        images.append((sitk.Cast(to_original_geometry(m.astype(np.uint8), properties, order=0), sitk.sitkUInt8),
+                       Path(output_dir) / f"{case_id}_masks" / f"pass_{k:02d}{NIFTI}"))
+    with ExitStack() as stack:  # every rename happens on a clean exit; on an error every temporary is removed
+        for image, path in images:
+            sitk.WriteImage(image, str(stack.enter_context(atomic_path(path, NIFTI))), True)
     summary = {"case": case_id, **summary, "files": {k: p.name for k, p in files.items() if k != "json"},
                "input_files": properties.get("channel_files"),
                "brain_mask_source": properties.get("brain_mask_source")}

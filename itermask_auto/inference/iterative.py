@@ -151,15 +151,16 @@ def _finish(res: InferenceResult, brain: np.ndarray) -> InferenceResult:
 
 def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, plan: InferencePlan,
                tau: Optional[float] = None, i_values: Optional[np.ndarray] = None,
-               keep_masks: bool = False) -> InferenceResult:
-    """Sweep → τ → shrink; with `tau` given (itermask2 mode / calibrated) the sweep is skipped."""
+               keep_masks: bool = False, sweep_result: Optional[SweepResult] = None) -> InferenceResult:
+    """Sweep → τ → shrink; with `tau` given (itermask2 mode / calibrated) the sweep is skipped; with
+    `sweep_result` (calibration re-uses its sweeps for a new γ) its passes are not run (nor counted) again."""
     brain = brain.astype(bool)
     fit: Optional[ThresholdFit] = None
     first_recon = None
     sweep_passes, s = 0, None
     if tau is None:
         i_values = sweep_schedule(plan.sweep_steps, plan.sweep_max_percent) if i_values is None else i_values
-        s = sweep(reconstruct, image, brain, np.asarray(i_values, np.float64))
+        s = sweep_result or sweep(reconstruct, image, brain, np.asarray(i_values, np.float64))
         fit = choose_threshold(s.i, s.t, plan.gamma, plan.fit_max_threshold, plan.fit_min_r2)
         tau, first_recon, sweep_passes = fit.tau, s.first_recon, s.passes
     sh = shrink(reconstruct, image, brain, float(tau), plan.convergence_tolerance, plan.max_shrink_passes,

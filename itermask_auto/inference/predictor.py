@@ -9,6 +9,7 @@ mode τ itself is the calibrated one, seg = final mask); without it, seg = the p
 case summary says so. Detection = volume score ("top1_mean") > calibrated detection threshold."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,8 +37,9 @@ class NetworkReconstructor:
     """`reconstruct(mask, needed=None)` over one volume; counts passes and windows; seeded noise per pass."""
 
     def __init__(self, network: torch.nn.Module, data: np.ndarray, hf: np.ndarray, patch_size: Sequence[int],
-                 step: float, batch_size: int, device: torch.device, amp: str, seed: int = NOISE_SEED):
-        self.network, self.data, self.hf = network, data, hf
+                 step: float, batch_size: int, device: torch.device, amp: str, seed: int = NOISE_SEED,
+                 slice_axis: Optional[int] = None):
+        self.network, self.data, self.hf, self.slice_axis = network, data, hf, slice_axis  # slice_axis: 2d config
         self.patch_size, self.step, self.batch_size = list(patch_size), step, batch_size
         self.device, self.amp, self.seed = device, amp, seed
         self.passes = 0
@@ -45,8 +47,13 @@ class NetworkReconstructor:
 
     def __call__(self, mask: np.ndarray, needed: Optional[np.ndarray] = None) -> np.ndarray:
         generator = torch.Generator().manual_seed(self.seed + self.passes)
-        recon, n = reconstruct_volume(self.network, self.data, self.hf, mask, self.patch_size, self.step,
-                                      self.batch_size, self.device, self.amp, generator, needed=needed)
+        if self.slice_axis is not None:
+            from itermask_auto.inference.slicewise import reconstruct_slicewise
+            recon, n = reconstruct_slicewise(self.network, self.data, self.hf, mask, self.patch_size, self.slice_axis,
+                                             self.step, self.batch_size, self.device, self.amp, generator, needed)
+        else:
+            recon, n = reconstruct_volume(self.network, self.data, self.hf, mask, self.patch_size, self.step,
+                                          self.batch_size, self.device, self.amp, generator, needed=needed)
         self.passes += 1
         self.windows += n
         return recon
@@ -69,8 +76,10 @@ def load_calibration(fold_dir: Path) -> Optional[Dict[str, Any]]:
 class Predictor:
     def __init__(self, network: torch.nn.Module, plans: Plans, configuration: str, method: str,
                  fold_dir: Optional[Path] = None, device: str | torch.device = "cpu", amp: Optional[str] = None,
-                 batch_size: Optional[int] = None, calibration: Optional[Dict[str, Any]] = None):
+                 batch_size: Optional[int] = None, calibration: Optional[Dict[str, Any]] = None,
+                 first_iter_network: Optional[torch.nn.Module] = None):
         self.network, self.plans, self.configuration, self.method = network, plans, configuration, method
+        self.first_iter_network = first_iter_network  # method itermask2: reconstructs from hf only
         self.spec = get_method(method)
         self.config = plans.configuration(configuration)
         self.fold_dir = Path(fold_dir) if fold_dir else None
@@ -86,20 +95,50 @@ class Predictor:
         from itermask_auto.training.model_folder import load_trained_model
         network, plans, configuration, method = load_trained_model(fold_dir, checkpoint, device)
         calibration = load_calibration(Path(fold_dir)) if use_calibration else None
-        return cls(network, plans, configuration, method, fold_dir, device, amp, batch_size, calibration)
+        first_iter = None
+        if get_method(method).inference == "itermask2":
+            from itermask_auto.training.first_iter import load_first_iter_network
+            first_iter = load_first_iter_network(fold_dir, plans, configuration, checkpoint, device)
+        return cls(network, plans, configuration, method, fold_dir, device, amp, batch_size, calibration,
+                   first_iter)
 
     # ---- core -------------------------------------------------------------------------------------------
+    def effective_plan(self, inference_plan: Optional[InferencePlan] = None) -> InferencePlan:
+        """The inference plan with the calibrated γ applied (gamma_rule "calibrated" and calibration.json has one)."""
+        plan = inference_plan or self.plans.inference
+        gamma = (self.calibration or {}).get("gamma")
+        if plan.gamma_rule == "calibrated" and gamma is not None:
+            plan = dataclasses.replace(plan, gamma=float(gamma))
+        elif plan.gamma_rule not in ("calibrated", "fixed"):
+            raise ValueError(f"unknown inference.gamma_rule '{plan.gamma_rule}' (calibrated | fixed)")
+        return plan
+
+    def reconstructor(self, data: np.ndarray, hf: np.ndarray, plan: InferencePlan,
+                      network: Optional[torch.nn.Module] = None) -> NetworkReconstructor:
+        slice_axis = self.config.slice_axis if len(self.config.patch_size) == 2 and data.ndim == 4 else None
+        return NetworkReconstructor(network or self.network, data, hf, self.config.patch_size, plan.tile_step_size,
+                                    self.batch_size, self.device, self.amp, slice_axis=slice_axis)
+
     def infer(self, data: np.ndarray, hf: np.ndarray, brain_mask: np.ndarray, keep_masks: bool = False,
               inference_plan: Optional[InferencePlan] = None) -> tuple[InferenceResult, Dict]:
         """Run the method's inference procedure on preprocessed arrays; returns (result, timing/count stats)."""
-        plan = inference_plan or self.plans.inference
-        rec = NetworkReconstructor(self.network, data, hf, self.config.patch_size, plan.tile_step_size,
-                                   self.batch_size, self.device, self.amp)
+        plan = self.effective_plan(inference_plan)
+        rec = self.reconstructor(data, hf, plan)
         tau = None
         if self.calibration and plan.mode == "itermask2":
             tau = self.calibration.get("itermask2_tau")
         start = time.perf_counter()
-        result = run_inference(self.spec.inference, rec, data, brain_mask.astype(bool), plan, tau, keep_masks)
+        if self.spec.inference == "itermask2":  # two networks: inference/itermask2.py
+            from itermask_auto.inference.itermask2 import itermask2
+            from itermask_auto.inference.slicewise import HFOnly
+            if self.first_iter_network is None:
+                raise ValueError("method itermask2 needs its first-iteration network (load with from_model_folder)")
+            first = self.reconstructor(data, hf, plan, HFOnly(self.first_iter_network, data.shape[0]))
+            tau = (self.calibration or {}).get("itermask2_tau")
+            result = itermask2(rec, first, data, brain_mask.astype(bool), plan, tau, keep_masks)
+            rec.passes, rec.windows = rec.passes + first.passes, rec.windows + first.windows
+        else:
+            result = run_inference(self.spec.inference, rec, data, brain_mask.astype(bool), plan, tau, keep_masks)
         stats = {"seconds": time.perf_counter() - start, "network_passes": rec.passes, "windows": rec.windows}
         if rec.passes != result.passes:
             logger.debug("pass count: reconstructor %d vs procedure %d", rec.passes, result.passes)
@@ -212,13 +251,16 @@ def predict_folder(input_dir: str | Path, output_dir: str | Path, dataset: str |
         predictor.plans.inference.mode = mode
     plans, out = predictor.plans, Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cases = list_cases(Path(input_dir), plans.num_channels, plans.file_ending)
+    listing_problems: Dict[str, str] = {}  # misnamed files, wrong channel counts: reported, the rest still runs
+    cases = list_cases(Path(input_dir), plans.num_channels, plans.file_ending, problems=listing_problems)
+    for key, problem in listing_problems.items():
+        logger.error("%s", problem)
     ids = sorted(cases)[part_id::num_parts]
     done = {c for c in ids if continue_prediction and is_case_done(out, c)}
     if done:
         logger.info("--continue: %d finished case(s) skipped", len(done))
     summaries = {c: read_case_summary(out, c) for c in done}
-    failures: Dict[str, str] = {}
+    failures: Dict[str, str] = dict(listing_problems) if part_id == 0 else {}
     todo = [c for c in ids if c not in done]
 
     def mask_of(case: str) -> Optional[Path]:

@@ -101,38 +101,85 @@ def _finite_difference_knee(i: np.ndarray, t: np.ndarray, gamma: float) -> Tuple
     return float(i[above[0]]), ""
 
 
-def choose_threshold(i: Sequence[float], t: Sequence[float], gamma: float, fit_max_threshold: float = 10.0,
-                     fit_min_r2: float = 0.85) -> ThresholdFit:
-    """τ from the sweep points (i ascending, reference units). Never raises on degenerate curves."""
+@dataclass
+class SweepCurve:
+    """A sweep curve prepared once for any γ: monotone points plus the tan fit when it is accepted."""
+    i: np.ndarray
+    t: np.ndarray
+    n_fit: int = 0
+    a: Optional[float] = None
+    b: Optional[float] = None
+    r2: Optional[float] = None
+    accepted: bool = False
+    note: str = ""
+    degenerate: Optional[ThresholdFit] = None
+
+
+def prepare_curve(i: Sequence[float], t: Sequence[float], fit_max_threshold: float = 10.0,
+                  fit_min_r2: float = 0.85) -> SweepCurve:
+    """Clean the points and fit a·tan(b·i) once (the fit does not depend on γ)."""
     i, t = np.asarray(i, np.float64), np.asarray(t, np.float64)
     finite = np.isfinite(t)
     i, t = i[finite], t[finite]
     if len(i) == 0:
-        return ThresholdFit(tau=0.0, k_star=0.0, method="degenerate", note="no finite sweep point")
+        return SweepCurve(i, t, degenerate=ThresholdFit(tau=0.0, k_star=0.0, method="degenerate",
+                                                        note="no finite sweep point"))
     if len(i) == 1 or np.ptp(t) <= 0:
-        return ThresholdFit(tau=float(t[-1]), k_star=float(i[-1]), method="degenerate",
-                            note="flat or single-point curve: largest i")
+        return SweepCurve(i, t, degenerate=ThresholdFit(tau=float(t[-1]), k_star=float(i[-1]), method="degenerate",
+                                                        note="flat or single-point curve: largest i"))
     t = np.maximum.accumulate(t)  # quantiles of a shrinking mask; enforce the monotone shape the rule assumes
     over = np.nonzero(t > fit_max_threshold)[0]
     n_fit = int(over[0]) if len(over) else len(i)  # points until t first exceeds the limit
-    note = ""
-    if n_fit >= 3:
-        try:
-            a, b, r2 = fit_tan(i[:n_fit], t[:n_fit])
-        except RuntimeError as e:
-            a = b = r2 = None
-            note = f"tan fit failed ({e})"
-        if r2 is not None and r2 >= fit_min_r2 and a > 0:
-            # dt/di = a·b·(1 + tan²(b·i)) > γ  <=>  tan²(b·i) > γ/(a·b) − 1
-            ratio = gamma / (a * b) - 1.0
-            k = 0.0 if ratio <= 0 else math.atan(math.sqrt(ratio)) / b
-            k_star = float(min(max(math.ceil(k - 1e-9), i[0]), i[-1]))
-            tau = float(tan_curve(np.array(k_star), a, b)) if k_star <= i[n_fit - 1] else _interp(i, t, k_star)
-            return ThresholdFit(tau=tau, k_star=k_star, method="tan_fit", a=a, b=b, r2=r2, n_fit_points=n_fit)
-        if r2 is not None:
-            note = f"tan fit R²={r2:.3f} < {fit_min_r2}"
-    else:
-        note = f"only {n_fit} point(s) below {fit_max_threshold}"
+    curve = SweepCurve(i, t, n_fit=n_fit)
+    if n_fit < 3:
+        curve.note = f"only {n_fit} point(s) below {fit_max_threshold}"
+        return curve
+    try:
+        curve.a, curve.b, curve.r2 = fit_tan(i[:n_fit], t[:n_fit])
+    except RuntimeError as e:
+        curve.note = f"tan fit failed ({e})"
+        return curve
+    curve.accepted = curve.r2 >= fit_min_r2 and curve.a > 0
+    if not curve.accepted:
+        curve.note = f"tan fit R²={curve.r2:.3f} < {fit_min_r2}"
+    return curve
+
+
+def tau_at_gamma(curve: SweepCurve, gamma: float) -> ThresholdFit:
+    """k* = first i with dt/di > γ (fitted curve if accepted, else smoothed finite differences); τ = t(k*)."""
+    if curve.degenerate is not None:
+        return curve.degenerate
+    i, t = curve.i, curve.t
+    if curve.accepted:
+        a, b = curve.a, curve.b
+        # dt/di = a·b·(1 + tan²(b·i)) > γ  <=>  tan²(b·i) > γ/(a·b) − 1
+        ratio = gamma / (a * b) - 1.0
+        k = 0.0 if ratio <= 0 else math.atan(math.sqrt(ratio)) / b
+        k_star = float(min(max(math.ceil(k - 1e-9), i[0]), i[-1]))
+        tau = float(tan_curve(np.array(k_star), a, b)) if k_star <= i[curve.n_fit - 1] else _interp(i, t, k_star)
+        return ThresholdFit(tau=tau, k_star=k_star, method="tan_fit", a=a, b=b, r2=curve.r2,
+                            n_fit_points=curve.n_fit)
     k_star, extra = _finite_difference_knee(i, t, gamma)
-    return ThresholdFit(tau=_interp(i, t, k_star), k_star=k_star, method="finite_differences", n_fit_points=n_fit,
-                        note="; ".join(x for x in (note, extra) if x))
+    return ThresholdFit(tau=_interp(i, t, k_star), k_star=k_star, method="finite_differences",
+                        n_fit_points=curve.n_fit, note="; ".join(x for x in (curve.note, extra) if x))
+
+
+def choose_threshold(i: Sequence[float], t: Sequence[float], gamma: float, fit_max_threshold: float = 10.0,
+                     fit_min_r2: float = 0.85) -> ThresholdFit:
+    """τ from the sweep points (i ascending, reference units). Never raises on degenerate curves."""
+    return tau_at_gamma(prepare_curve(i, t, fit_max_threshold, fit_min_r2), gamma)
+
+
+def gamma_for_tau(curve: SweepCurve, target_tau: float, gammas: np.ndarray) -> float:
+    """The smallest γ of the ascending grid `gammas` whose τ reaches `target_tau` (the last one if none does):
+    τ(γ) is non-decreasing in γ, so this inverts the knee rule for one subject."""
+    lo, hi = 0, len(gammas) - 1
+    if tau_at_gamma(curve, float(gammas[hi])).tau < target_tau:
+        return float(gammas[hi])
+    while lo < hi:  # bisection on the grid
+        mid = (lo + hi) // 2
+        if tau_at_gamma(curve, float(gammas[mid])).tau >= target_tau:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(gammas[lo])

@@ -39,7 +39,7 @@ def obtain_brain_mask(images: Sequence[sitk.Image], paths: Sequence[Path], mask_
             stripper = stripper or default_stripper()
             mask = sitk.GetArrayFromImage(stripper.brain_mask(reference, source_path=paths[0])) > 0
             source = "deepbet"
-    check_brain_volume(mask, reference.GetSpacing(), paths[0] if mask_path is None else mask_path)
+    check_brain_volume(mask, reference.GetSpacing(), paths[0] if mask_path is None else mask_path, source)
     return mask, source, reason
 
 
@@ -50,7 +50,14 @@ def default_stripper():
     return SkullStripper()
 
 
-def check_brain_volume(mask: np.ndarray, spacing: Sequence[float], path: Path) -> None:
+SOURCE_WORDS = {"given": "in the given brain mask", "skull_stripped_input": "in the (already skull-stripped) scan",
+                "deepbet": "after skull-stripping (deepbet)"}
+
+
+def check_brain_volume(mask: np.ndarray, spacing: Sequence[float], path: Path, source: str = "") -> None:
+    """A brain far smaller than any real one means a broken scan or a failed skull-strip: stop with its name."""
     volume_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
     if volume_ml < MIN_BRAIN_ML:
-        raise InputError(path, f"empty brain: brain mask holds {volume_ml:.1f} ml (< {MIN_BRAIN_ML} ml)")
+        where = SOURCE_WORDS.get(source, "")
+        raise InputError(path, f"empty brain{' ' + where if where else ''}: the brain mask holds {volume_ml:.1f} ml "
+                               f"(< {MIN_BRAIN_ML} ml)")

@@ -7,11 +7,13 @@ Arrays, canonical (z, y, x) order at the configuration's target spacing, cropped
 Properties hold what is needed to write a result back in the original geometry (see `export.py`)."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from itermask_auto.imageio.errors import InputError
 from itermask_auto.utilities.atomic import atomic_path, read_json, write_json
 
 
@@ -29,9 +31,15 @@ def save_case(folder: str | Path, case_id: str, data: np.ndarray, hf: np.ndarray
 def load_case(folder: str | Path, case_id: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
     """Return (data, hf, brain_mask[bool], properties)."""
     folder = Path(folder)
-    with np.load(folder / f"{case_id}.npz") as z:
-        data, hf, brain_mask = z["data"], z["hf"], z["brain_mask"].astype(bool)
-    return data, hf, brain_mask, read_json(folder / f"{case_id}.json")
+    path = folder / f"{case_id}.npz"
+    try:
+        with np.load(path) as z:
+            data, hf, brain_mask = z["data"], z["hf"], z["brain_mask"].astype(bool)
+        properties = read_json(folder / f"{case_id}.json")
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise InputError(path, f"unreadable preprocessed case ({type(e).__name__}: {str(e)[:120]}); "
+                               "re-run itermask_plan_and_preprocess") from None
+    return data, hf, brain_mask, properties
 
 
 def list_preprocessed_cases(folder: str | Path) -> List[str]:

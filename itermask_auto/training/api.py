@@ -68,6 +68,10 @@ def run_training(dataset: str | int, configuration: str = "3d", fold: int | str 
     fold_dir = model_folder(dataset_dir.name, spec.name, plans.plans_name, configuration, fold)
     torch_device = resolve_device(device)
 
+    if len(config.patch_size) == 2 and config.slice_axis != 0:
+        # training/data.py cuts 2-D patches along axis 0 only; inference follows slice_axis: they must agree
+        raise ValueError(f"{plans_path}: 2d training along slice_axis {config.slice_axis} is not supported yet "
+                         f"(axis 0 only)")
     if not calibrate_only:
         data_folder = dataset_dir / config.data_identifier
         cases = list_preprocessed_cases(data_folder) if data_folder.is_dir() else []
@@ -88,6 +92,11 @@ def run_training(dataset: str | int, configuration: str = "3d", fold: int | str 
                               train_cases, val_cases, torch_device, num_epochs=epochs, iterations=iterations,
                               num_workers=num_workers, compile=compile)
             trainer.run(continue_training=continue_training)
+            if spec.inference == "itermask2":  # IterMask2's second network: same fold, data and recipe
+                from itermask_auto.training.first_iter import train_first_iter
+                train_first_iter(fold_dir, plans, configuration, spec, fold, dataset_dir.name, data_folder,
+                                 train_cases, val_cases, torch_device, num_epochs=epochs, iterations=iterations,
+                                 num_workers=num_workers, compile=compile, continue_training=continue_training)
     elif not (fold_dir / "checkpoint_final.pth").is_file():
         raise FileNotFoundError(f"{fold_dir / 'checkpoint_final.pth'}: not found - train this fold before "
                                 f"--calibrate_only")

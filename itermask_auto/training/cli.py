@@ -44,17 +44,23 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from itermask_auto.imageio.errors import InputError
     from itermask_auto.paths import MissingEnvironmentVariable
+    from itermask_auto.paths import results_root
     from itermask_auto.training.api import run_training
+    from itermask_auto.utilities.atomic import check_writable_folder, remove_stale_temporaries
     try:
+        check_writable_folder(results_root())
         fold_dir = run_training(args.dataset, configuration=args.configuration, fold=args.fold, method=args.method,
                                 device=args.device, continue_training=args.continue_training,
                                 calibrate_only=args.calibrate_only, epochs=args.epochs, iterations=args.iterations,
                                 num_workers=args.num_workers, compile=args.compile,
                                 num_threads=args.threads)
-    except (InputError, MissingEnvironmentVariable, FileNotFoundError, ValueError, KeyError) as e:
+    except (InputError, MissingEnvironmentVariable, OSError, ValueError, KeyError) as e:
+        # OSError: disk full / unwritable results; checkpoints are written atomically, the last good one stays
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        sys.stderr.write(f"itermask_train: error: {message}\n")
+        line = str(message).splitlines()[0] if str(message) else type(e).__name__
+        sys.stderr.write(f"itermask_train: error: {line}\n")
         return 1
+    remove_stale_temporaries(fold_dir)  # a SIGKILLed earlier run may have left half-written temporary files
     logger.info("model folder: %s", fold_dir)
     return 0
 

@@ -199,7 +199,9 @@ class Trainer:
         """Resume: weights, optimiser, scaler, history and RNG states; the next epoch is ckpt['epoch']."""
         ckpt = load_checkpoint(path, self.device)
         meta = ckpt["meta"]
-        if meta["plans"] != plans_as_stored(self.plans) or meta["configuration"] != self.configuration \
+        # compared after loading through the dataclasses: keys added later (with defaults) do not break a resume
+        if plans_as_stored(Plans.from_dict(meta["plans"])) != plans_as_stored(self.plans) \
+                or meta["configuration"] != self.configuration \
                 or meta["method"] != self.method.name:
             raise ValueError(f"{path}: was written by another plan/configuration/method; cannot continue from it")
         unwrap(self.model).load_state_dict(ckpt["network"])

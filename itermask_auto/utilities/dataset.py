@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from itermask_auto.imageio.errors import InputError
 
@@ -56,11 +56,22 @@ def load_dataset_json(folder: Path) -> Dict:
     return meta
 
 
-def list_cases(images_dir: Path, num_channels: int, file_ending: str) -> Dict[str, List[Path]]:
-    """Map case id -> its channel files (CASE_0000<ending>, ...). Missing channels are an InputError."""
+def list_cases(images_dir: Path, num_channels: int, file_ending: str,
+               problems: Optional[Dict[str, str]] = None) -> Dict[str, List[Path]]:
+    """Map case id -> its channel files (CASE_0000<ending>, ...).
+
+    A misnamed file or a case with missing/extra channels is an InputError; with a `problems` dict (prediction:
+    one bad case must not stop the folder) it is recorded there instead ({case or file name: one-line error})
+    and left out."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise InputError(images_dir, "folder not found")
+
+    def bad(key: str, error: InputError) -> None:
+        if problems is None:
+            raise error
+        problems[key] = str(error)
+
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(file_ending) + "$")
     found: Dict[str, Dict[int, Path]] = {}
     for p in sorted(images_dir.iterdir()):
@@ -68,7 +79,8 @@ def list_cases(images_dir: Path, num_channels: int, file_ending: str) -> Dict[st
             continue
         m = pattern.match(p.name)
         if not m:
-            raise InputError(p, f"not named CASE_XXXX{file_ending} (nnU-Net channel naming)")
+            bad(p.name, InputError(p, f"not named CASE_XXXX{file_ending} (nnU-Net channel naming)"))
+            continue
         found.setdefault(m.group(1), {})[int(m.group(2))] = p
     cases: Dict[str, List[Path]] = {}
     for case, channels in found.items():
@@ -78,6 +90,7 @@ def list_cases(images_dir: Path, num_channels: int, file_ending: str) -> Dict[st
             extra = sorted(set(channels) - expected)
             what = f"missing channel file(s) {[f'{case}_{c:04d}{file_ending}' for c in missing]}" if missing \
                 else f"unexpected channel(s) {extra} (dataset.json names {num_channels})"
-            raise InputError(images_dir / f"{case}_{(missing or extra)[0]:04d}{file_ending}", what)
+            bad(case, InputError(images_dir / f"{case}_{(missing or extra)[0]:04d}{file_ending}", what))
+            continue
         cases[case] = [channels[c] for c in range(num_channels)]
     return cases

@@ -1,0 +1,306 @@
+"""Real-data benchmark: train on healthy IXI T1, test on MSLUB T1 (expert labels), held-out healthy IXI and the same
+held-out IXI scans with synthetic lesions; one table per method x test set into docs/benchmarks.md.
+
+    python benchmarks/real_data.py [--methods itermask3d oneshot ae] [--epochs N] [--iterations N] [--device cpu]
+                                   [--work_dir work_data/real_data] [--artefacts] [--smoke]
+
+Steps (each skipped when its output exists; everything lives under --work_dir, which gets its own
+ITERMASK_raw/_preprocessed/_results):
+1. Convert IXI T1 (Dataset001) and MSLUB T1 (Dataset011). The 5-fold splits cover every imagesTr case, so 16 IXI
+   scans are held out at conversion time: every 10th of the 160 sorted names (offset 5) goes to imagesTs/masksTs
+   and never reaches planning, training or calibration (144 remain; fold 0 = ~115 train / ~29 validation).
+2. Synthetic lesions on the 16 held-out scans (Dataset101, itermask_synthetic, seed 0) with lesion shapes from the
+   MSLUB expert masks of the 27 patients that are not test cases (07, 19, 26 excluded); --artefacts also makes
+   Dataset102 (4 held-out scans x slab/bias/spike/ghosting) scored by detection only.
+3. Plan and preprocess Dataset001 (3d), train fold 0 of each method (unless a final checkpoint with the same
+   epochs exists), calibrate on the fold's healthy validation cases.
+4. Predict every test set, evaluate with itermask_auto.evaluation (calibrated threshold, never the labels), write
+   the table between the real_data markers of docs/benchmarks.md (replaced on rerun).
+--smoke replaces the data by phantoms (tiny, minutes on a CPU) and writes the table to WORK_DIR/benchmarks_smoke.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a clone without `pip install -e .`
+from itermask_auto.utilities.atomic import atomic_path, read_json, write_json  # noqa: E402
+
+logger = logging.getLogger("real_data")
+SHARED = Path(os.environ.get("ITERMASK_SHARED_DATA", REPO.parent / "shared" / "data"))
+BEGIN, END = "<!-- real_data:begin -->", "<!-- real_data:end -->"
+IXI, MSLUB, SYNTH, ARTEFACTS = 1, 11, 101, 102
+MSLUB_TEST_PATIENTS = ("patient07", "patient19", "patient26")
+METHODS = ("itermask3d", "oneshot", "ae")
+
+
+def held_out(cases: List[str], n: int = 16) -> List[str]:
+    cases = sorted(cases)
+    step = max(1, len(cases) // n)
+    return cases[step // 2::step][:n]
+
+
+def set_roots(work: Path) -> Dict[str, Path]:
+    roots = {k: work / k for k in ("raw", "preprocessed", "results")}
+    for k, p in roots.items():
+        p.mkdir(parents=True, exist_ok=True)
+        os.environ[f"ITERMASK_{k}"] = str(p)
+    return roots
+
+
+def convert_ixi_with_holdout(raw: Path, work: Path, n_held_out: int) -> Path:
+    from itermask_auto.dataset_conversion import convert_ixi_t1
+    final = raw / "Dataset001_IXI_T1"
+    if (final / "imagesTs").is_dir():
+        return final
+    staging = work / ".staging_raw"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    folder = convert_ixi_t1.convert(SHARED / "ixi_t1_2mm", staging, IXI)
+    cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (folder / "imagesTr").glob("*_0000.nii.gz"))
+    test = held_out(cases, n_held_out)
+    for sub in ("imagesTs", "masksTs"):
+        (folder / sub).mkdir()
+    for case in test:
+        os.replace(folder / "imagesTr" / f"{case}_0000.nii.gz", folder / "imagesTs" / f"{case}_0000.nii.gz")
+        os.replace(folder / "masksTr" / f"{case}.nii.gz", folder / "masksTs" / f"{case}.nii.gz")
+    meta = read_json(folder / "dataset.json")
+    meta.update(numTraining=len(cases) - len(test), numTest=len(test),
+                held_out=f"benchmarks/real_data.py: imagesTs = every {len(cases) // n_held_out}th sorted case")
+    write_json(folder / "dataset.json", meta)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(folder, final)
+    shutil.rmtree(staging, ignore_errors=True)
+    logger.info("IXI: %d training, %d held-out healthy test scans", len(cases) - len(test), len(test))
+    return final
+
+
+def prepare_data(args, raw: Path) -> Dict[str, Path]:
+    from itermask_auto.dataset_conversion import convert_mslub
+    from itermask_auto.dataset_conversion.phantom import write_phantom_dataset
+    from itermask_auto.evaluation.synthetic import make_synthetic_dataset
+    from itermask_auto.utilities.dataset import find_dataset
+    if args.smoke:   # phantoms: 8 healthy training heads + 4 held-out healthy; 3 lesion heads as the "MSLUB" set
+        size = (48, 56, 48)
+        if not (raw / "Dataset001_SmokeTrain").is_dir():
+            write_phantom_dataset(raw, IXI, "SmokeTrain", n_train=8, n_test_healthy=4, n_test_lesion=0, seed=0,
+                                  size=size)
+        if not (raw / "Dataset011_SmokeLesion").is_dir():
+            write_phantom_dataset(raw, MSLUB, "SmokeLesion", n_train=0, n_test_healthy=0, n_test_lesion=3, seed=1,
+                                  size=size)
+    else:
+        if not (SHARED / "ixi_t1_2mm").is_dir():
+            raise SystemExit(f"shared data not found at {SHARED} (set ITERMASK_SHARED_DATA)")
+        convert_ixi_with_holdout(raw, args.work_dir, args.n_held_out)
+        if not (raw / "Dataset011_MSLUB_T1").is_dir():
+            convert_mslub.convert(SHARED / "mslub_mni", raw, MSLUB)
+    masks_dir = SHARED / "mslub_mni" / "lesion_masks_all_patients"
+    masks = sorted(p for p in masks_dir.glob("*.nii.gz") if not p.name.startswith(MSLUB_TEST_PATIENTS)) \
+        if masks_dir.is_dir() else "none"
+    train = find_dataset(raw, IXI)
+    if not any(p.name.startswith(f"Dataset{SYNTH:03d}_") for p in raw.iterdir()):
+        make_synthetic_dataset(train, SYNTH, "SynthLesions", ["lesion"], seed=0, raw_root=raw, split="Ts",
+                               lesion_masks=masks)
+    sets = {"mslub": find_dataset(raw, MSLUB), "healthy": train, "synth_lesions": find_dataset(raw, SYNTH)}
+    if args.artefacts:
+        if not any(p.name.startswith(f"Dataset{ARTEFACTS:03d}_") for p in raw.iterdir()):
+            cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (train / "imagesTs").glob("*_0000.nii.gz"))[:4]
+            make_synthetic_dataset(train, ARTEFACTS, "SynthArtefacts", ["slab", "bias", "spike", "ghosting"],
+                                   seed=0, raw_root=raw, split="Ts", cases=cases, lesion_masks="none")
+        sets["artefacts"] = find_dataset(raw, ARTEFACTS)
+    return sets
+
+
+def train(args, method: str) -> tuple[Path, bool, float]:
+    """(fold dir, trained now?, training+calibration seconds) - skipped when an equal final model exists."""
+    import torch
+    from itermask_auto.experiment_planning.plans import PLANS_FILE, Plans
+    from itermask_auto.paths import preprocessed_root
+    from itermask_auto.training.api import run_training
+    from itermask_auto.training.model_folder import model_folder
+    from itermask_auto.utilities.dataset import find_dataset
+    ds = find_dataset(preprocessed_root(), IXI)
+    plans = Plans.load(ds / PLANS_FILE)
+    fold_dir = model_folder(ds.name, method, plans.plans_name, "3d", 0)
+    want = args.epochs or plans.training.num_epochs
+    final = fold_dir / "checkpoint_final.pth"
+    if final.is_file() and torch.load(final, map_location="cpu", weights_only=True)["num_epochs"] == want:
+        if not (fold_dir / "calibration.json").is_file():
+            run_training(IXI, "3d", 0, method, args.device, calibrate_only=True, num_threads=args.threads)
+        return fold_dir, False, 0.0
+    start = time.perf_counter()
+    run_training(IXI, "3d", 0, method, args.device, continue_training=not final.is_file(), epochs=args.epochs,
+                 iterations=args.iterations, num_threads=args.threads)
+    return fold_dir, True, time.perf_counter() - start
+
+
+def predict(args, method: str, sets: Dict[str, Path], out: Path, fresh: bool) -> Dict[str, Dict]:
+    from itermask_auto.inference.predictor import predict_folder
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
+    timing = {}
+    for name, ds in sets.items():
+        folder = ds / "imagesTs"
+        start = time.perf_counter()
+        res = predict_folder(folder, out / name, IXI, "3d", 0, method, args.device, continue_prediction=True,
+                             masks_dir=ds / "masksTs", progress=False)
+        cases = list(res["cases"].values())
+        timing[name] = {"wall_s": time.perf_counter() - start, "n": len(cases), "failures": res["failures"],
+                        "seconds": float(np.mean([c["seconds"] for c in cases])) if cases else None,
+                        "passes": float(np.mean([c["network_passes"] for c in cases])) if cases else None}
+    return timing
+
+
+def brain_dir(work: Path, name: str, *datasets: Path) -> Path:
+    """One folder of brain-mask links for a test set and the healthy negatives (evaluate_folder takes one)."""
+    folder = work / "eval_masks" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for ds in datasets:
+        for m in (ds / "masksTs").glob("*.nii.gz"):
+            link = folder / m.name
+            if not link.exists():
+                link.symlink_to(m.resolve())
+    return folder
+
+
+def volume_scores(pred_dir: Path) -> List[float]:
+    return [read_json(p.with_name(p.name[:-len("_anomaly.nii.gz")] + ".json"))["volume_score"]
+            for p in sorted(pred_dir.glob("*_anomaly.nii.gz"))]
+
+
+def evaluate(args, sets: Dict[str, Path], out: Path) -> Dict[str, Dict]:
+    from itermask_auto.evaluation.api import auroc, evaluate_folder
+    rows = {}
+    healthy = out / "healthy"
+    for name in ("mslub", "synth_lesions"):
+        s = evaluate_folder(out / name, sets[name] / "labelsTs", healthy_dir=healthy,
+                            brain_dir=brain_dir(args.work_dir, name, sets[name], sets["healthy"]), report=False)
+        fp = sum(c["fp"] for c in s["cases"])
+        neg = sum(c["brain_voxels"] - c["label_voxels"] for c in s["cases"])
+        rows[name] = {"dice": s["segmentation"]["pooled_dice"], "auprc": s["voxel_ranking"]["pooled_auprc"],
+                      "auroc": s["voxel_ranking"]["pooled_auroc"], "fpr": fp / max(neg, 1),
+                      "alpha": s["healthy_voxel_fpr"]["alpha"], "det_auroc": s["detection"]["auroc"],
+                      "n": s["n_cases"]}
+        rows["healthy"] = {"fpr": s["healthy_voxel_fpr"]["voxel_fpr"], "alpha": s["healthy_voxel_fpr"]["alpha"],
+                           "n": s["healthy_voxel_fpr"]["n_cases"]}
+    if "artefacts" in sets:   # global artefacts have empty voxel labels: detection from the volume scores only
+        pos, neg = volume_scores(out / "artefacts"), volume_scores(healthy)
+        rows["artefacts"] = {"det_auroc": auroc(np.array(pos + neg), np.array([1] * len(pos) + [0] * len(neg),
+                                                                                 bool)), "n": len(pos)}
+    return rows
+
+
+def fmt(v, digits: int = 3) -> str:
+    return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def machine() -> str:
+    import torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node()}: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {gpu}, "
+            f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def table(args, results: Dict, plans_training) -> str:
+    labels = {"mslub": "MSLUB T1 (expert labels)", "healthy": "IXI held-out healthy",
+              "synth_lesions": "IXI held-out + synthetic lesions", "artefacts": "IXI held-out + artefacts"}
+    planned = f"{plans_training.num_epochs} epochs x {plans_training.iterations_per_epoch} iterations"
+    recipe = f"{planned} (as planned)"
+    if args.epochs or args.iterations:
+        recipe = (f"**REDUCED run: {args.epochs or plans_training.num_epochs} epochs x "
+                  f"{args.iterations or plans_training.iterations_per_epoch} iterations** (plan: {planned})")
+    lines = [BEGIN, "## Real-data benchmark (benchmarks/real_data.py)", "",
+             f"Command: `{' '.join(['python', 'benchmarks/real_data.py'] + sys.argv[1:])}`  ",
+             f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M')}; training: {recipe}; "
+             f"device {args.device}{'; **SMOKE run on phantoms, not real data**' if args.smoke else ''}.", "",
+             "Dice at the threshold calibrated on healthy validation scans (never the labels); AUPRC/AUROC of "
+             "the pooled in-brain voxels; FPR = segmented non-lesion (healthy row: all) brain voxels, vs α; "
+             "detection AUROC of the volume score against the held-out healthy scans; s/volume = wall time of "
+             "itermask_predict per scan (preprocessing + inference + export); passes = network passes per scan.",
+             "", "| method | test set | n | Dice | AUPRC | AUROC | voxel FPR (α) | detection AUROC | s/volume | "
+             "passes/volume | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for method, r in results.items():
+        for name, m in r["metrics"].items():
+            t = r["timing"].get(name, {})
+            wall = t["wall_s"] / t["n"] if t.get("n") else None
+            fpr = f"{fmt(m.get('fpr'), 4)} ({fmt(m.get('alpha'), 2)})" if "fpr" in m else "—"
+            lines.append(f"| {method} | {labels[name]} | {m.get('n', '—')} | {fmt(m.get('dice'))} | "
+                         f"{fmt(m.get('auprc'))} | {fmt(m.get('auroc'))} | {fpr} | {fmt(m.get('det_auroc'))} | "
+                         f"{fmt(wall, 1)} | {fmt(t.get('passes'), 1)} | "
+                         f"{fmt(r['train_s'] / 60, 1) + ' min' if r['train_s'] else 'reused'} |")
+    return "\n".join(lines + ["", END])
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with atomic_path(path, ".md") as tmp:
+        Path(tmp).write_text(text)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--epochs", type=int, default=None, help="override the planned epochs (reduced run)")
+    p.add_argument("--iterations", type=int, default=None, help="override the planned iterations per epoch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")
+    p.add_argument("--work_dir", type=Path, default=REPO / "work_data" / "real_data")
+    p.add_argument("--n_held_out", type=int, default=16)
+    p.add_argument("--np", type=int, default=2, help="processes for preprocessing")
+    p.add_argument("--artefacts", action="store_true", help="also score artefact detection (Dataset102)")
+    p.add_argument("--smoke", action="store_true", help="phantoms instead of the shared data (end-to-end check)")
+    p.add_argument("--docs", type=Path, default=None,
+                   help="markdown file for the table (default docs/benchmarks.md; smoke: WORK_DIR/benchmarks_smoke.md)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from itermask_auto.experiment_planning.api import plan_and_preprocess
+    from itermask_auto.experiment_planning.plans import PLANS_FILE, Plans
+    from itermask_auto.methods.registry import get_method
+    from itermask_auto.utilities.dataset import find_dataset
+    for m in args.methods:
+        get_method(m)
+    if args.smoke:   # a few iterations: the smoke run checks the plumbing, not the models
+        args.epochs, args.iterations = args.epochs or 1, args.iterations or 3
+    start = time.perf_counter()
+    args.work_dir = args.work_dir.resolve()
+    roots = set_roots(args.work_dir)
+    sets = prepare_data(args, roots["raw"])
+    pre = [d for d in roots["preprocessed"].glob(f"Dataset{IXI:03d}_*") if (d / PLANS_FILE).is_file()]
+    if not pre:
+        plan_and_preprocess(IXI, ("3d",), num_processes=args.np, profile="gpu" if args.device == "cuda" else "cpu")
+    plans = Plans.load(find_dataset(roots["preprocessed"], IXI) / PLANS_FILE)
+    results = {}
+    for method in args.methods:
+        fold_dir, fresh, train_s = train(args, method)
+        out = args.work_dir / "predictions" / method
+        timing = predict(args, method, sets, out, fresh)
+        results[method] = {"fold_dir": str(fold_dir), "train_s": train_s, "timing": timing,
+                           "metrics": evaluate(args, sets, out)}
+        logger.info("%s: %s", method, json.dumps(results[method]["metrics"]))
+    write_json(args.work_dir / "real_data_results.json", results)
+    docs = args.docs or (args.work_dir / "benchmarks_smoke.md" if args.smoke else REPO / "docs" / "benchmarks.md")
+    section = table(args, results, plans.training)
+    write_section(docs, section)
+    print(section)
+    print(f"\nwritten to {docs}; whole run {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
