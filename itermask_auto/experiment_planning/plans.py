@@ -91,6 +91,7 @@ class InferencePlan:
     fit_min_r2: float = 0.85
     gamma: float = 0.01              # k* = first sweep index i (reference units, 1..100) with dt/di > gamma
     gamma_rule: str = "calibrated"   # "calibrated": γ from calibration.json when present | "fixed": always `gamma`
+    segmentation: str = "final_mask"  # CASE_seg of itermask3d: "final_mask" (with a calibrated γ) | "voxel_threshold"
     convergence_tolerance: float = 0.01
     max_shrink_passes: int = 8
     tile_step_size: float = 0.5      # sliding-window step as a fraction of the patch
@@ -107,7 +108,7 @@ class CalibrationPlan:
     alpha: float = 0.01              # target healthy voxel false-positive rate of the segmentation
     detection_rule: str = "max_healthy_score"  # volume threshold rule, see docs/plans.md
     detection_quantile: float = 0.95
-    gamma_case_quantile: float = 0.5  # γ = this quantile of the healthy validation cases' own γ (see calibration)
+    gamma_case_quantile: float = 0.9  # γ = this quantile of the healthy validation cases' own γ (see calibration)
 
 
 @dataclass

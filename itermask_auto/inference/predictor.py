@@ -150,6 +150,9 @@ class Predictor:
             return result.final_mask.astype(np.uint8), "per-subject tau final mask (no calibration.json)"
         if result.procedure == "itermask2":
             return result.final_mask.astype(np.uint8), "final mask with calibrated itermask2 tau"
+        if (result.procedure == "itermask3d" and self.plans.inference.segmentation == "final_mask"
+                and cal.get("gamma") is not None and self.plans.inference.gamma_rule == "calibrated"):
+            return result.final_mask.astype(np.uint8), "IterMask3D final mask (per-subject tau, calibrated gamma)"
         seg = (result.anomaly_map > cal["voxel_threshold"]) & brain_mask.astype(bool)
         return seg.astype(np.uint8), "anomaly map > calibrated voxel_threshold"
 

@@ -15,6 +15,7 @@ import torch
 
 from itermask_auto.experiment_planning.plans import Plans
 from itermask_auto.imageio.errors import InputError
+from itermask_auto.methods.registry import get_method
 from itermask_auto.paths import results_root
 from itermask_auto.training.network import build_network
 from itermask_auto.utilities.atomic import atomic_path
@@ -63,11 +64,12 @@ def load_trained_model(fold_dir: str | Path, checkpoint: str = "checkpoint_final
     plans = Plans.load(plans_path)
     ckpt = load_checkpoint(fold_dir / checkpoint, device)
     meta = ckpt["meta"]
-    if meta.get("plans") != plans_as_stored(plans):
+    # compared through the dataclasses, so a plan key added since training (with its default) is no mismatch
+    if plans_as_stored(Plans.from_dict(meta["plans"])) != plans_as_stored(plans):
         raise InputError(fold_dir / checkpoint, f"was trained with another plan than {plans_path} "
                                                 f"(plans_name {meta.get('plans_name')!r} vs {plans.plans_name!r})")
     configuration, method = meta["configuration"], meta["method"]
-    network = build_network(plans.configuration(configuration))
+    network = build_network(plans.configuration(configuration), get_method(method).network)
     try:
         network.load_state_dict(ckpt["network"])
     except RuntimeError as e:

@@ -61,7 +61,7 @@ class Trainer:
         torch.manual_seed(self.seed)
         np.random.seed(self.seed % 2 ** 32)
 
-        self.network = build_network(self.config).to(device)
+        self.network = build_network(self.config, method.network).to(device)
         self.model = torch.compile(self.network) if compile else self.network
         self.optimizer = build_optimizer(self.network.parameters(), self.tp)
         self.amp_dtype = autocast_dtype(device, self.tp.mixed_precision)

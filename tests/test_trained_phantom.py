@@ -1,0 +1,80 @@
+"""Issue 4's acceptance on CPU: a short training on healthy phantoms through the real pipeline (plan and preprocess,
+train, healthy-only calibration with the calibrated γ), then the IterMask3D procedure's own final mask:
+- overlaps an easy inserted lesion (Dice > 0.5),
+- shrinks to < 1 % of a healthy phantom's brain.
+No label is used anywhere but in the assertions. About 4 minutes on 2 idle CPU cores (the slowest test here)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sitk = pytest.importorskip("SimpleITK")
+pytest.importorskip("itermask_auto.training.api")
+
+from itermask_auto.dataset_conversion.phantom import make_phantom, write_phantom_dataset  # noqa: E402
+from itermask_auto.experiment_planning.api import plan_and_preprocess  # noqa: E402
+from itermask_auto.inference.predictor import Predictor  # noqa: E402
+from itermask_auto.preprocessing.export import to_original_geometry  # noqa: E402
+from itermask_auto.preprocessing.preprocessor import preprocess_case  # noqa: E402
+from itermask_auto.training.api import run_training  # noqa: E402
+from itermask_auto.utilities.atomic import read_json  # noqa: E402
+
+SIZE, SPACING = (36, 42, 33), (4.0, 4.0, 4.0)   # x, y, z: a whole phantom head at 4 mm
+EPOCHS, ITERATIONS = 12, 30
+SCALE = 0.813                                   # the anatomy scale write_phantom_dataset picks for this grid
+
+
+@pytest.fixture(scope="module")
+def fold_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained_phantom")
+    mp = pytest.MonkeyPatch()
+    for name in ("raw", "preprocessed", "results"):
+        (root / name).mkdir()
+        mp.setenv(f"ITERMASK_{name}", str(root / name))
+    write_phantom_dataset(root / "raw", 980, "EasyPhantom", n_train=10, n_test_healthy=0, n_test_lesion=0,
+                          size=SIZE, spacing=SPACING)
+    plan_and_preprocess(980, configurations=("3d",), num_processes=1, profile="cpu")
+    folder = run_training(980, "3d", fold=0, device="cpu", epochs=EPOCHS, iterations=ITERATIONS,
+                          run_calibration=True)
+    yield Path(folder)
+    mp.undo()
+
+
+def _final_mask(fold: Path, tmp: Path, seed: int, n_lesions: int):
+    """(final mask in the input geometry, label, brain fraction of the final mask, result) of a new phantom."""
+    ph = make_phantom(seed, size=SIZE, spacing=SPACING, skull=False, n_lesions=n_lesions,
+                      lesion_radius_mm=(8.0, 12.0), lesion_contrast=1.0, anatomy_scale=SCALE)
+    image, mask = tmp / f"case{seed}_0000.nii.gz", tmp / f"case{seed}_mask.nii.gz"
+    sitk.WriteImage(ph.image, str(image))
+    sitk.WriteImage(ph.brain_mask, str(mask))
+    predictor = Predictor.from_model_folder(fold)
+    data, hf, brain, props = preprocess_case([image], predictor.plans, "3d", mask)
+    result, _ = predictor.infer(data, hf, brain)
+    final = sitk.GetArrayFromImage(to_original_geometry(result.final_mask.astype(np.uint8), props, order=0)) > 0
+    label = sitk.GetArrayFromImage(ph.label) > 0
+    return final, label, float(result.final_mask.sum() / brain.sum()), result
+
+
+def test_calibration_sets_gamma_on_healthy_validation(fold_dir):
+    cal = read_json(fold_dir / "calibration.json")
+    assert cal["gamma"] > 0 and cal["gamma"] != cal["gamma_reference"]
+    assert set(cal["gamma_per_case"]) == set(cal["cases"])
+    # the calibrated γ leaves the healthy validation brains with (nearly) nothing masked
+    assert cal["final_mask_fraction_summary"]["q0.5"] < 0.01
+
+
+def test_easy_lesion_is_found_by_the_final_mask(fold_dir, tmp_path):
+    final, label, _, result = _final_mask(fold_dir, tmp_path, seed=701, n_lesions=2)
+    assert label.sum() > 50
+    dice = 2 * (final & label).sum() / (final.sum() + label.sum())
+    assert dice > 0.5, f"final-mask Dice {dice:.3f} (tau {result.tau:.3f}, {result.passes} passes)"
+    assert result.passes <= 15
+
+
+@pytest.mark.parametrize("seed", [501, 502])
+def test_healthy_final_mask_shrinks_below_one_percent(fold_dir, tmp_path, seed):
+    _, _, fraction, result = _final_mask(fold_dir, tmp_path, seed=seed, n_lesions=0)
+    assert fraction < 0.01, f"healthy final mask {100 * fraction:.2f} % of the brain (tau {result.tau:.3f})"
