@@ -3,7 +3,6 @@ reconstructors, training masks for τ, and the CLI end to end on an anisotropic 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from itermask_auto.inference.itermask2 import initial_mask, itermask2
 from itermask_auto.inference.itermask2_calibration import random_training_mask
 from itermask_auto.inference.sliding_window import reconstruct_volume
 from itermask_auto.inference.slicewise import HFOnly, reconstruct_slicewise
+import trainer_fixtures
 from trainer_fixtures import make_plans
 
 
@@ -153,9 +153,7 @@ def aniso_dataset(tmp_path_factory):
     from itermask_auto.dataset_conversion.phantom import write_phantom_dataset
     root = tmp_path_factory.mktemp("aniso")
     mp = pytest.MonkeyPatch()
-    for sub in ("raw", "preprocessed", "results"):
-        (root / sub).mkdir()
-        mp.setenv(f"ITERMASK_{sub}", str(root / sub))
+    trainer_fixtures.set_fresh_roots(mp, root)
     # 1.5 x 1.5 x 5 mm: anisotropy 3.3 > 3, so the planner makes 2d the default
     raw = write_phantom_dataset(root / "raw", 991, "Aniso", n_train=4, n_test_healthy=1, n_test_lesion=1,
                                 size=(40, 48, 12), spacing=(1.5, 1.5, 5.0))

@@ -265,15 +265,7 @@ def model(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input_model")
     mp = pytest.MonkeyPatch()
     trainer_fixtures.set_roots(mp, root)
-    make_plans = trainer_fixtures.make_plans
-
-    def cheap_plans(*a, **k):
-        plans = make_plans(*a, **k)
-        plans.inference.sweep_steps, plans.inference.max_shrink_passes = 3, 2
-        return plans
-    mp.setattr(trainer_fixtures, "make_plans", cheap_plans)
-    mp.setattr(trainer_fixtures, "SIZE_XYZ", (30, 30, 30))
-    dataset, _ = trainer_fixtures.make_preprocessed_phantom_dataset(root, n_cases=4)
+    dataset, _ = trainer_fixtures.make_cheap_phantom_dataset(root, n_cases=4)
     from itermask_auto.training.api import run_training
     fold_dir = run_training(dataset, "3d", fold=0, device="cpu", epochs=1, iterations=1, run_calibration=False,
                             num_threads=1)

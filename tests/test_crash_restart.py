@@ -66,17 +66,7 @@ def _temporaries(folder: Path) -> List[Path]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
-    mp = pytest.MonkeyPatch()
-    make_plans = trainer_fixtures.make_plans
-
-    def cheap_plans(*a, **k):
-        plans = make_plans(*a, **k)
-        plans.inference.sweep_steps, plans.inference.max_shrink_passes = 3, 2
-        return plans
-    mp.setattr(trainer_fixtures, "make_plans", cheap_plans)
-    mp.setattr(trainer_fixtures, "SIZE_XYZ", (30, 30, 30))
-    dataset, _ = trainer_fixtures.make_preprocessed_phantom_dataset(root, n_cases=4)
-    mp.undo()
+    dataset, _ = trainer_fixtures.make_cheap_phantom_dataset(root, n_cases=4)
     return root, dataset
 
 

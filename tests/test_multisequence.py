@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import trainer_fixtures
 
 from itermask_auto.experiment_planning.plans import InferencePlan
 from itermask_auto.imageio.errors import InputError
@@ -27,9 +28,7 @@ def trained_ms(tmp_path_factory):
     from itermask_auto.training.api import run_training
     root = tmp_path_factory.mktemp("multiseq")
     mp = pytest.MonkeyPatch()
-    for sub in ("raw", "preprocessed", "results"):
-        (root / sub).mkdir()
-        mp.setenv(f"ITERMASK_{sub}", str(root / sub))
+    trainer_fixtures.set_fresh_roots(mp, root)
     raw = write_phantom_dataset(root / "raw", 992, "MultiSeq", n_train=4, n_test_healthy=0, n_test_lesion=1,
                                 size=(36, 44, 32), spacing=(2.0, 2.0, 2.0), channels=SEQUENCES)
     pre = plan_and_preprocess(992, configurations=("2d",), num_processes=1)

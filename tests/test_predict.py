@@ -29,15 +29,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("itermask")
     mp = pytest.MonkeyPatch()
     trainer_fixtures.set_roots(mp, root)
-    make_plans = trainer_fixtures.make_plans
-
-    def cheap_plans(*a, **k):  # fewer passes: keeps this file fast on 2 loaded cores
-        plans = make_plans(*a, **k)
-        plans.inference.sweep_steps, plans.inference.max_shrink_passes = 3, 3
-        return plans
-    mp.setattr(trainer_fixtures, "make_plans", cheap_plans)
-    mp.setattr(trainer_fixtures, "SIZE_XYZ", (30, 30, 30))  # every volume fits one 32³ window
-    dataset, _ = trainer_fixtures.make_preprocessed_phantom_dataset(root, n_cases=5)
+    # fewer passes, and every volume fits one 32³ window: keeps this file fast on 2 loaded cores
+    dataset, _ = trainer_fixtures.make_cheap_phantom_dataset(root, n_cases=5, max_shrink_passes=3)
     from itermask_auto.training.api import run_training
     fold_dir = run_training(dataset, "3d", fold=0, device="cpu", epochs=1, iterations=2, run_calibration=False)
     yield root, dataset, Path(fold_dir), mp

@@ -5,13 +5,13 @@ train, healthy-only calibration with the calibrated γ), then the IterMask3D pro
 No label is used anywhere but in the assertions. About 4 minutes on 2 idle CPU cores (the slowest test here)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 sitk = pytest.importorskip("SimpleITK")
+trainer_fixtures = pytest.importorskip("trainer_fixtures")
 pytest.importorskip("itermask_auto.training.api")
 
 from itermask_auto.dataset_conversion.phantom import make_phantom, write_phantom_dataset  # noqa: E402
@@ -24,18 +24,16 @@ from itermask_auto.utilities.atomic import read_json  # noqa: E402
 
 SIZE, SPACING = (36, 42, 33), (4.0, 4.0, 4.0)   # x, y, z: a whole phantom head at 4 mm
 EPOCHS, ITERATIONS = 12, 30
-SCALE = 0.813                                   # the anatomy scale write_phantom_dataset picks for this grid
+SCALE = 0.813                                   # the anatomy scale write_phantom_dataset would fit to this grid
 
 
 @pytest.fixture(scope="module")
 def fold_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained_phantom")
     mp = pytest.MonkeyPatch()
-    for name in ("raw", "preprocessed", "results"):
-        (root / name).mkdir()
-        mp.setenv(f"ITERMASK_{name}", str(root / name))
+    trainer_fixtures.set_fresh_roots(mp, root)
     write_phantom_dataset(root / "raw", 980, "EasyPhantom", n_train=10, n_test_healthy=0, n_test_lesion=0,
-                          size=SIZE, spacing=SPACING)
+                          size=SIZE, spacing=SPACING, anatomy_scale=SCALE)
     plan_and_preprocess(980, configurations=("3d",), num_processes=1, profile="cpu")
     folder = run_training(980, "3d", fold=0, device="cpu", epochs=EPOCHS, iterations=ITERATIONS,
                           run_calibration=True)

@@ -116,3 +116,27 @@ def set_roots(monkeypatch, tmp_root: Path) -> None:
     for var, sub in (("ITERMASK_raw", "raw"), ("ITERMASK_preprocessed", "preprocessed"),
                      ("ITERMASK_results", "results")):
         monkeypatch.setenv(var, str(Path(tmp_root) / sub))
+
+
+def make_cheap_phantom_dataset(tmp_root: Path, n_cases: int, size_xyz: Sequence[int] = (30, 30, 30),
+                               sweep_steps: int = 3, max_shrink_passes: int = 2) -> Tuple[str, Plans]:
+    """make_preprocessed_phantom_dataset with small volumes (one 32³ window each) and few inference passes: the
+    shared set-up of the tests that need a model but not a good one (bad input, crashes, prediction plumbing)."""
+    global SIZE_XYZ
+    saved = SIZE_XYZ
+    SIZE_XYZ = tuple(size_xyz)
+    try:
+        dataset, plans = make_preprocessed_phantom_dataset(tmp_root, n_cases=n_cases)
+    finally:
+        SIZE_XYZ = saved
+    plans.inference.sweep_steps, plans.inference.max_shrink_passes = sweep_steps, max_shrink_passes
+    plans.save(Path(tmp_root) / "preprocessed" / DATASET / "itermask_plans.json")
+    return dataset, plans
+
+
+def set_fresh_roots(monkeypatch, tmp_root: Path) -> Path:
+    """Create tmp_root/{raw,preprocessed,results} and point the ITERMASK_* variables at them."""
+    for sub in ("raw", "preprocessed", "results"):
+        (Path(tmp_root) / sub).mkdir(parents=True, exist_ok=True)
+    set_roots(monkeypatch, tmp_root)
+    return Path(tmp_root)

@@ -14,7 +14,7 @@ from itermask_auto.imageio.errors import InputError
 from itermask_auto.paths import preprocessed_root, raw_root
 from itermask_auto.preprocessing.preprocessor import preprocess_case
 from itermask_auto.preprocessing.storage import save_case
-from itermask_auto.utilities.atomic import read_json, write_json
+from itermask_auto.utilities.atomic import write_json
 from itermask_auto.utilities.dataset import find_dataset, list_cases, load_dataset_json
 from itermask_auto.utilities.parallel import run_parallel
 

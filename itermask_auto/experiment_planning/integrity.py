@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
-from itermask_auto.imageio.errors import InputError
 from itermask_auto.imageio.reader import read_channels, read_mask
 from itermask_auto.utilities.dataset import list_cases
 from itermask_auto.utilities.parallel import run_parallel

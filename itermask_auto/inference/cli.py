@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", dest="input", required=True, help="folder with CASE_XXXX.nii.gz channel files")
     p.add_argument("-o", dest="output", required=True, help="output folder (created)")
     p.add_argument("-d", dest="dataset", help="dataset ID or name of the trained model (see $ITERMASK_results)")
-    p.add_argument("-c", dest="configuration", default="3d", help="configuration (default 3d)")
+    p.add_argument("-c", dest="configuration", default=None, choices=("3d", "2d"),
+                   help="configuration (default: the only one trained, else the plan's default_configuration)")
     p.add_argument("-f", dest="fold", default="0", help="fold 0..K-1 or 'all' (default 0)")
     p.add_argument("-m", dest="method", default=DEFAULT_METHOD, help=f"method (default {DEFAULT_METHOD})")
     p.add_argument("-p", dest="plans_name", default=None, help="plans name, if several were trained")

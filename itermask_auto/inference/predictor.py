@@ -204,12 +204,20 @@ class Predictor:
 
 
 # ---- folder to folder ---------------------------------------------------------------------------------------
-def resolve_model_folder(dataset: str | int, configuration: str, fold: str | int, method: str,
+def resolve_model_folder(dataset: str | int, configuration: Optional[str], fold: str | int, method: str,
                          plans_name: Optional[str] = None) -> Path:
     """$ITERMASK_results/DatasetXXX/<method>__<plans>__<configuration>/fold_N (plans name guessed if unique)."""
     from itermask_auto.paths import results_root
     from itermask_auto.utilities.dataset import find_dataset
     ds = find_dataset(results_root(), dataset)
+    if configuration is None:  # the only configuration trained, else the plan's default
+        trained = sorted({p.parent.name.rsplit("__", 1)[-1]
+                          for p in ds.glob(f"{method}__{plans_name or '*'}__*/fold_{fold}") if p.is_dir()})
+        configuration = trained[0] if len(trained) == 1 else None
+        if configuration is None and trained:
+            plans_file = next(ds.glob(f"{method}__{plans_name or '*'}__*/fold_{fold}/plans.json"), None)
+            configuration = Plans.load(plans_file).default_configuration if plans_file else trained[0]
+        configuration = configuration or "3d"
     pattern = f"{method}__{plans_name or '*'}__{configuration}"
     found = sorted(p / f"fold_{fold}" for p in ds.glob(pattern) if (p / f"fold_{fold}").is_dir())
     if not found:
@@ -227,7 +235,8 @@ def _preprocess(paths: List[Path], mask_path: Optional[Path], plans_dict: Dict[s
 
 
 def predict_folder(input_dir: str | Path, output_dir: str | Path, dataset: str | int | None = None,
-                   configuration: str = "3d", fold: str | int = 0, method: str = "itermask3d", device: str = "cpu",
+                   configuration: Optional[str] = None, fold: str | int = 0, method: str = "itermask3d",
+                   device: str = "cpu",
                    *, model_dir: Optional[str | Path] = None, checkpoint: str = "checkpoint_final.pth",
                    plans_name: Optional[str] = None, continue_prediction: bool = False, num_parts: int = 1,
                    part_id: int = 0, save_masks: bool = False, npp: int = 1, nps: int = 1,

@@ -46,7 +46,7 @@ def _parse_fold(fold: int | str) -> int | str:
         raise ValueError(f"fold must be an integer or 'all', got {fold!r}") from None
 
 
-def run_training(dataset: str | int, configuration: str = "3d", fold: int | str = 0, method: str = DEFAULT_METHOD,
+def run_training(dataset: str | int, configuration: Optional[str] = None, fold: int | str = 0, method: str = DEFAULT_METHOD,
                  device: str = "cpu", continue_training: bool = False, calibrate_only: bool = False,
                  epochs: Optional[int] = None, iterations: Optional[int] = None, num_workers: int = 0,
                  compile: bool = False, run_calibration: bool = True, num_threads: Optional[int] = None) -> Path:
@@ -61,6 +61,9 @@ def run_training(dataset: str | int, configuration: str = "3d", fold: int | str 
         raise FileNotFoundError(f"{dataset_dir}: not preprocessed ({PLANS_FILE} missing): "
                                 f"run itermask_plan_and_preprocess -d {dataset} first")
     plans = Plans.load(plans_path)
+    if configuration is None:  # the planner's choice: 2d on strongly anisotropic data, else 3d
+        configuration = plans.default_configuration
+        logger.info("configuration %s (the plan's default)", configuration)
     if configuration not in plans.configurations:
         raise ValueError(f"{plans_path}: configuration '{configuration}' is not planned "
                          f"(planned: {', '.join(sorted(plans.configurations))})")

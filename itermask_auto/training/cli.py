@@ -19,7 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "$ITERMASK_results/DatasetXXX_Name/<method>__<plans>__<configuration>/fold_N/ and calibrate "
                     "its thresholds on the fold's healthy validation cases. No lesion label is read.")
     p.add_argument("-d", dest="dataset", required=True, help="dataset ID (e.g. 4) or name (IXI_T1 / Dataset004_IXI_T1)")
-    p.add_argument("-c", dest="configuration", default="3d", help="planned configuration: 3d or 2d (default 3d)")
+    p.add_argument("-c", dest="configuration", default=None, choices=("3d", "2d"),
+                   help="planned configuration (default: the plan's default_configuration - 2d on strongly "
+                        "anisotropic data, else 3d)")
     p.add_argument("-f", dest="fold", default="0", help="fold 0..K-1 of splits.json, or 'all' (default 0)")
     p.add_argument("-m", dest="method", default=DEFAULT_METHOD, choices=sorted(METHODS),
                    help=f"method (default {DEFAULT_METHOD})")
