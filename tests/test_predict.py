@@ -112,7 +112,8 @@ def test_predict_folder_cli(trained, tmp_path, caplog):
             np.testing.assert_allclose(im.GetDirection(), ref.GetDirection(), atol=1e-6)
         info = json.loads((out / f"{case}.json").read_text())
         assert info["calibrated"] and info["anomalous"] in (True, False) and info["network_passes"] >= 2
-        assert info["segmentation_rule"] == "anomaly map > calibrated voxel_threshold"
+        # itermask3d with a calibrated γ: CASE_seg is the procedure's own final mask
+        assert info["segmentation_rule"] == "IterMask3D final mask (per-subject tau, calibrated gamma)"
         assert (out / f"{case}_masks" / "pass_00.nii.gz").is_file()
         seg = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}_seg.nii.gz")))
         assert set(np.unique(seg)) <= {0, 1}

@@ -7,7 +7,7 @@ import sys
 
 from itermask_auto.experiment_planning.api import plan_and_preprocess
 from itermask_auto.imageio.errors import InputError
-from itermask_auto.paths import MissingEnvironmentVariable, preprocessed_root
+from itermask_auto.paths import MissingEnvironmentVariable, preprocessed_root, raw_root
 from itermask_auto.utilities.atomic import check_writable_folder
 from itermask_auto.utilities.log import setup_logging
 from itermask_auto.utilities.parallel import BatchError
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     setup_logging(args.verbose)
     profile = args.profile or default_profile()
     try:
+        raw_root()  # the input root is named first when several are unset
         check_writable_folder(preprocessed_root())  # fail before minutes of fingerprinting, not after
         for dataset in args.dataset:
             plan_and_preprocess(dataset, args.configurations, args.num_processes, profile=profile,
