@@ -54,7 +54,7 @@ def load(args, device: str) -> tuple[Predictor, str]:
 
 
 def run(pred: Predictor, data, hf, brain, i_values, budget_s: float, est_s_per_window: float | None):
-    plan = pred.plans.inference
+    plan = pred.effective_plan()  # the calibrated γ of a trained model, if it has one
     rec = NetworkReconstructor(pred.network, data, hf, pred.config.patch_size, plan.tile_step_size,
                                pred.batch_size, pred.device, pred.amp)
     if est_s_per_window is not None:
