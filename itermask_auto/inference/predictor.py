@@ -4,9 +4,10 @@
     case = p.predict_files([Path("sub_0000.nii.gz")])      # CasePrediction, original geometry
     result = p.predict_arrays(data, hf, brain_mask, properties)
 
-Segmentation rule: with calibration.json, seg = {map > calibrated voxel_threshold} in the brain (in itermask2
-mode τ itself is the calibrated one, seg = final mask); without it, seg = the per-subject-τ final mask, and the
-case summary says so. Detection = volume score ("top1_mean") > calibrated detection threshold."""
+Segmentation rule (the case summary names the one used): itermask3d with a calibrated γ → the procedure's own
+final mask (per-subject τ); itermask2 → its final mask (calibrated τ); oneshot/ae, or inference.segmentation
+"voxel_threshold" → {map > calibrated voxel_threshold} in the brain; no calibration.json → the final mask at
+the plan's γ. Detection = volume score ("top1_mean") > calibrated detection threshold."""
 from __future__ import annotations
 
 import dataclasses
