@@ -28,10 +28,10 @@ HF_RADIUS = 0.078
 BACKGROUND = -3.0
 
 
-def _phantom_arrays(seed: int) -> Tuple[np.ndarray, np.ndarray]:
+def _phantom_arrays(seed: int, size_xyz: Sequence[int] = SIZE_XYZ) -> Tuple[np.ndarray, np.ndarray]:
     """(image zyx float32, brain zyx bool) of a skull-stripped project phantom."""
     # anatomy_scale 0.5: a ~70x85x60 mm brain fits the 80x96x80 mm grid
-    ph = make_phantom(seed, size=SIZE_XYZ, spacing=SPACING[::-1], skull=False, n_lesions=0, anatomy_scale=0.5)
+    ph = make_phantom(seed, size=size_xyz, spacing=SPACING[::-1], skull=False, n_lesions=0, anatomy_scale=0.5)
     return (sitk.GetArrayFromImage(ph.image).astype(np.float32), sitk.GetArrayFromImage(ph.brain_mask).astype(bool))
 
 
@@ -78,7 +78,8 @@ def make_plans(patch: Sequence[int] = (32, 32, 32), features: Sequence[int] = (8
 
 
 def make_preprocessed_phantom_dataset(tmp_root: Path, n_cases: int = 6, patch: Sequence[int] = (32, 32, 32),
-                                      features: Sequence[int] = (8, 16, 32)) -> Tuple[str, Plans]:
+                                      features: Sequence[int] = (8, 16, 32),
+                                      size_xyz: Sequence[int] = SIZE_XYZ) -> Tuple[str, Plans]:
     """Write tmp_root/preprocessed/<DATASET>/ (plans, dataset.json, cases) and poisoned tmp_root/raw labels."""
     tmp_root = Path(tmp_root)
     ds_dir = tmp_root / "preprocessed" / DATASET
@@ -86,7 +87,7 @@ def make_preprocessed_phantom_dataset(tmp_root: Path, n_cases: int = 6, patch: S
     plans = make_plans(patch, features)
     data_dir = ds_dir / plans.configuration("3d").data_identifier
     for i in range(n_cases):
-        image, brain = _phantom_arrays(seed=i)
+        image, brain = _phantom_arrays(seed=i, size_xyz=size_xyz)
         zz, yy, xx = np.nonzero(brain)
         box = [slice(max(a.min() - 2, 0), a.max() + 3) for a in (zz, yy, xx)]
         image, brain = image[tuple(box)], brain[tuple(box)]
@@ -94,7 +95,7 @@ def make_preprocessed_phantom_dataset(tmp_root: Path, n_cases: int = 6, patch: S
         hf = high_frequency(data, SPACING, HF_RADIUS)
         shapes.append(data.shape)
         properties = {"case": f"phantom_{i:03d}", "spacing": list(SPACING), "shape_after_crop": list(data.shape),
-                      "original_size_xyz": list(SIZE_XYZ), "original_spacing_xyz": list(SPACING[::-1]),
+                      "original_size_xyz": list(size_xyz), "original_spacing_xyz": list(SPACING[::-1]),
                       "original_origin": [0.0, 0.0, 0.0], "original_direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
                       "crop_bbox_zyx": [[int(s.start), int(s.stop)] for s in box]}
         save_case(data_dir, f"phantom_{i:03d}", data[None], hf[None], brain.astype(np.uint8), properties)
@@ -122,13 +123,7 @@ def make_cheap_phantom_dataset(tmp_root: Path, n_cases: int, size_xyz: Sequence[
                                sweep_steps: int = 3, max_shrink_passes: int = 2) -> Tuple[str, Plans]:
     """make_preprocessed_phantom_dataset with small volumes (one 32³ window each) and few inference passes: the
     shared set-up of the tests that need a model but not a good one (bad input, crashes, prediction plumbing)."""
-    global SIZE_XYZ
-    saved = SIZE_XYZ
-    SIZE_XYZ = tuple(size_xyz)
-    try:
-        dataset, plans = make_preprocessed_phantom_dataset(tmp_root, n_cases=n_cases)
-    finally:
-        SIZE_XYZ = saved
+    dataset, plans = make_preprocessed_phantom_dataset(tmp_root, n_cases=n_cases, size_xyz=size_xyz)
     plans.inference.sweep_steps, plans.inference.max_shrink_passes = sweep_steps, max_shrink_passes
     plans.save(Path(tmp_root) / "preprocessed" / DATASET / "itermask_plans.json")
     return dataset, plans
