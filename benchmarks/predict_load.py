@@ -25,6 +25,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without `pip install -e .`
+
 logger = logging.getLogger("predict_load")
 
 

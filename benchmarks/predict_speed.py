@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without `pip install -e .`
 from itermask_auto.experiment_planning.plans import Plans
 from itermask_auto.inference.iterative import REFERENCE_SWEEP, itermask3d, sweep_schedule
 from itermask_auto.inference.predictor import NetworkReconstructor, Predictor

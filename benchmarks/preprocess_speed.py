@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without `pip install -e .`
+
 SUFFIX = "_T1.nii.gz"
 OURS_DID = ("fingerprint (brain masks given) + plans, then per case: crop to brain + z-score + resample "
             "+ high-frequency FFT channel + compressed .npz")

@@ -1,8 +1,12 @@
 """Real-data benchmark: train on healthy IXI T1, test on MSLUB T1 (expert labels), held-out healthy IXI and the same
 held-out IXI scans with synthetic lesions; one table per method x test set into docs/benchmarks.md.
 
-    python benchmarks/real_data.py [--methods itermask3d oneshot ae] [--epochs N] [--iterations N] [--device cpu]
+    python benchmarks/real_data.py [--methods itermask3d oneshot ae itermask2:2d] [--epochs N] [--iterations N]
+                                   [--device cpu|cuda] [--profile cpu|gpu] [--workers N]
                                    [--work_dir work_data/real_data] [--artefacts] [--smoke]
+
+A run is METHOD or METHOD:CONFIGURATION (itermask2 defaults to 2d, the others to 3d). `--device cuda --profile cpu`
+runs the CPU recipe (epochs x iterations planned for the 2-core CPU) on a GPU: the same models, sooner.
 
 Steps (each skipped when its output exists; everything lives under --work_dir, which gets its own
 ITERMASK_raw/_preprocessed/_results):
@@ -12,7 +16,7 @@ ITERMASK_raw/_preprocessed/_results):
 2. Synthetic lesions on the 16 held-out scans (Dataset101, itermask_synthetic, seed 0) with lesion shapes from the
    MSLUB expert masks of the 27 patients that are not test cases (07, 19, 26 excluded); --artefacts also makes
    Dataset102 (4 held-out scans x slab/bias/spike/ghosting) scored by detection only.
-3. Plan and preprocess Dataset001 (3d), train fold 0 of each method (unless a final checkpoint with the same
+3. Plan and preprocess Dataset001 (the configurations the runs need), train fold 0 of each method (unless a final checkpoint with the same
    epochs exists), calibrate on the fold's healthy validation cases.
 4. Predict every test set, evaluate with itermask_auto.evaluation (calibrated threshold, never the labels), write
    the table between the real_data markers of docs/benchmarks.md (replaced on rerun).
@@ -43,6 +47,13 @@ BEGIN, END = "<!-- real_data:begin -->", "<!-- real_data:end -->"
 IXI, MSLUB, SYNTH, ARTEFACTS = 1, 11, 101, 102
 MSLUB_TEST_PATIENTS = ("patient07", "patient19", "patient26")
 METHODS = ("itermask3d", "oneshot", "ae")
+DEFAULT_CONFIGURATION = {"itermask2": "2d"}   # every other method: 3d
+
+
+def parse_run(run: str) -> tuple[str, str]:
+    """'METHOD' or 'METHOD:CONFIGURATION' -> (method, configuration)."""
+    method, _, configuration = run.partition(":")
+    return method, configuration or DEFAULT_CONFIGURATION.get(method, "3d")
 
 
 def held_out(cases: List[str], n: int = 16) -> List[str]:
@@ -123,7 +134,7 @@ def prepare_data(args, raw: Path) -> Dict[str, Path]:
     return sets
 
 
-def train(args, method: str) -> tuple[Path, bool, float]:
+def train(args, method: str, configuration: str) -> tuple[Path, bool, float]:
     """(fold dir, trained now?, training+calibration seconds) - skipped when an equal final model exists."""
     import torch
     from itermask_auto.experiment_planning.plans import PLANS_FILE, Plans
@@ -133,20 +144,22 @@ def train(args, method: str) -> tuple[Path, bool, float]:
     from itermask_auto.utilities.dataset import find_dataset
     ds = find_dataset(preprocessed_root(), IXI)
     plans = Plans.load(ds / PLANS_FILE)
-    fold_dir = model_folder(ds.name, method, plans.plans_name, "3d", 0)
+    fold_dir = model_folder(ds.name, method, plans.plans_name, configuration, 0)
     want = args.epochs or plans.training.num_epochs
     final = fold_dir / "checkpoint_final.pth"
     if final.is_file() and torch.load(final, map_location="cpu", weights_only=True)["num_epochs"] == want:
         if not (fold_dir / "calibration.json").is_file():
-            run_training(IXI, "3d", 0, method, args.device, calibrate_only=True, num_threads=args.threads)
+            run_training(IXI, configuration, 0, method, args.device, calibrate_only=True,
+                         num_threads=args.threads, num_workers=args.workers)
         return fold_dir, False, 0.0
     start = time.perf_counter()
-    run_training(IXI, "3d", 0, method, args.device, continue_training=not final.is_file(), epochs=args.epochs,
-                 iterations=args.iterations, num_threads=args.threads)
+    run_training(IXI, configuration, 0, method, args.device, continue_training=not final.is_file(),
+                 epochs=args.epochs, iterations=args.iterations, num_threads=args.threads, num_workers=args.workers)
     return fold_dir, True, time.perf_counter() - start
 
 
-def predict(args, method: str, sets: Dict[str, Path], out: Path, fresh: bool) -> Dict[str, Dict]:
+def predict(args, method: str, configuration: str, sets: Dict[str, Path], out: Path,
+            fresh: bool) -> Dict[str, Dict]:
     from itermask_auto.inference.predictor import predict_folder
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
@@ -154,7 +167,7 @@ def predict(args, method: str, sets: Dict[str, Path], out: Path, fresh: bool) ->
     for name, ds in sets.items():
         folder = ds / "imagesTs"
         start = time.perf_counter()
-        res = predict_folder(folder, out / name, IXI, "3d", 0, method, args.device, continue_prediction=True,
+        res = predict_folder(folder, out / name, IXI, configuration, 0, method, args.device, continue_prediction=True,
                              masks_dir=ds / "masksTs", progress=False)
         cases = list(res["cases"].values())
         timing[name] = {"wall_s": time.perf_counter() - start, "n": len(cases), "failures": res["failures"],
@@ -224,19 +237,19 @@ def table(args, results: Dict, plans_training) -> str:
     lines = [BEGIN, "## Real-data benchmark (benchmarks/real_data.py)", "",
              f"Command: `{' '.join(['python', 'benchmarks/real_data.py'] + sys.argv[1:])}`  ",
              f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M')}; training: {recipe}; "
-             f"device {args.device}{'; **SMOKE run on phantoms, not real data**' if args.smoke else ''}.", "",
+             f"device {args.device}, plan profile {args.profile}{'; **SMOKE run on phantoms, not real data**' if args.smoke else ''}.", "",
              "Dice at the threshold calibrated on healthy validation scans (never the labels); AUPRC/AUROC of "
              "the pooled in-brain voxels; FPR = segmented non-lesion (healthy row: all) brain voxels, vs α; "
              "detection AUROC of the volume score against the held-out healthy scans; s/volume = wall time of "
              "itermask_predict per scan (preprocessing + inference + export); passes = network passes per scan.",
-             "", "| method | test set | n | Dice | AUPRC | AUROC | voxel FPR (α) | detection AUROC | s/volume | "
+             "", "| method (configuration) | test set | n | Dice | AUPRC | AUROC | voxel FPR (α) | detection AUROC | s/volume | "
              "passes/volume | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for method, r in results.items():
+    for run, r in results.items():
         for name, m in r["metrics"].items():
             t = r["timing"].get(name, {})
             wall = t["wall_s"] / t["n"] if t.get("n") else None
             fpr = f"{fmt(m.get('fpr'), 4)} ({fmt(m.get('alpha'), 2)})" if "fpr" in m else "—"
-            lines.append(f"| {method} | {labels[name]} | {m.get('n', '—')} | {fmt(m.get('dice'))} | "
+            lines.append(f"| {r['method']} ({r['configuration']}) | {labels[name]} | {m.get('n', '—')} | {fmt(m.get('dice'))} | "
                          f"{fmt(m.get('auprc'))} | {fmt(m.get('auroc'))} | {fpr} | {fmt(m.get('det_auroc'))} | "
                          f"{fmt(wall, 1)} | {fmt(t.get('passes'), 1)} | "
                          f"{fmt(r['train_s'] / 60, 1) + ' min' if r['train_s'] else 'reused'} |")
@@ -255,11 +268,16 @@ def write_section(path: Path, section: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS),
+                   help="runs: METHOD or METHOD:CONFIGURATION (itermask2 defaults to 2d, the others to 3d)")
     p.add_argument("--epochs", type=int, default=None, help="override the planned epochs (reduced run)")
     p.add_argument("--iterations", type=int, default=None, help="override the planned iterations per epoch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes for training")
+    p.add_argument("--profile", choices=("cpu", "gpu"), default=None,
+                   help="planner profile (default: gpu with --device cuda, else cpu); --device cuda --profile cpu "
+                        "runs the CPU recipe on a GPU")
     p.add_argument("--work_dir", type=Path, default=REPO / "work_data" / "real_data")
     p.add_argument("--n_held_out", type=int, default=16)
     p.add_argument("--np", type=int, default=2, help="processes for preprocessing")
@@ -273,8 +291,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from itermask_auto.experiment_planning.plans import PLANS_FILE, Plans
     from itermask_auto.methods.registry import get_method
     from itermask_auto.utilities.dataset import find_dataset
-    for m in args.methods:
+    runs = [parse_run(r) for r in args.methods]
+    for m, _ in runs:
         get_method(m)
+    args.profile = args.profile or ("gpu" if args.device.startswith("cuda") else "cpu")
     if args.smoke:   # a few iterations: the smoke run checks the plumbing, not the models
         args.epochs, args.iterations = args.epochs or 1, args.iterations or 3
     start = time.perf_counter()
@@ -283,16 +303,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     sets = prepare_data(args, roots["raw"])
     pre = [d for d in roots["preprocessed"].glob(f"Dataset{IXI:03d}_*") if (d / PLANS_FILE).is_file()]
     if not pre:
-        plan_and_preprocess(IXI, ("3d",), num_processes=args.np, profile="gpu" if args.device == "cuda" else "cpu")
+        plan_and_preprocess(IXI, tuple(sorted({c for _, c in runs})), num_processes=args.np, profile=args.profile)
     plans = Plans.load(find_dataset(roots["preprocessed"], IXI) / PLANS_FILE)
     results = {}
-    for method in args.methods:
-        fold_dir, fresh, train_s = train(args, method)
-        out = args.work_dir / "predictions" / method
-        timing = predict(args, method, sets, out, fresh)
-        results[method] = {"fold_dir": str(fold_dir), "train_s": train_s, "timing": timing,
-                           "metrics": evaluate(args, sets, out)}
-        logger.info("%s: %s", method, json.dumps(results[method]["metrics"]))
+    for method, configuration in runs:
+        fold_dir, fresh, train_s = train(args, method, configuration)
+        run = f"{method}_{configuration}"
+        out = args.work_dir / "predictions" / run
+        timing = predict(args, method, configuration, sets, out, fresh)
+        results[run] = {"method": method, "configuration": configuration, "fold_dir": str(fold_dir),
+                        "train_s": train_s, "timing": timing, "metrics": evaluate(args, sets, out)}
+        logger.info("%s: %s", run, json.dumps(results[run]["metrics"]))
     write_json(args.work_dir / "real_data_results.json", results)
     docs = args.docs or (args.work_dir / "benchmarks_smoke.md" if args.smoke else REPO / "docs" / "benchmarks.md")
     section = table(args, results, plans.training)

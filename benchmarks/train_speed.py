@@ -15,6 +15,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without `pip install -e .`
 from itermask_auto.experiment_planning.plans import ConfigurationPlan, NetworkPlan
 from itermask_auto.training.network import build_network, count_parameters
 from itermask_auto.training.trainer import reconstruction_loss

@@ -230,12 +230,49 @@ def test_itermask2_predictor_runs_in_3d_too():
         Predictor(ae, plans, "3d", "itermask2").infer(image, hf, brain)
 
 
-def test_training_refuses_a_slice_axis_it_cannot_sample(tmp_path, monkeypatch):
+class _OneCase:
+    """A CaseStore stand-in: one case whose intensity is the index along one axis."""
+
+    def __init__(self, shape, axis):
+        from itermask_auto.training.data import CaseArrays
+        coord = np.indices(shape)[axis].astype(np.float32)
+        brain = np.ones(shape, bool)
+        self.case = CaseArrays(coord[None], np.zeros((1, *shape), np.float32), brain, np.flatnonzero(brain))
+
+    def get(self, _):
+        return self.case
+
+
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_2d_patches_are_cut_across_the_planned_slice_axis(slice_axis):
+    """Training slices must lie across the plan's slice axis (inference cuts there too): along that axis the
+    intensity (= the index along it) is then constant within every patch, and the patch has the other two axes."""
+    from itermask_auto.training.data import PatchSampler
+    shape = (10, 14, 18)
+    plans = make_plans()
+    config = plans.configurations["2d"]
+    config.slice_axis = slice_axis
+    config.patch_size = [n for a, n in enumerate(shape) if a != slice_axis]
+    sampler = PatchSampler(_OneCase(shape, slice_axis), ["c"], plans, "2d", "blobs", batch_size=6, augment=False,
+                           seed=slice_axis)
+    batch = sampler.next_batch()
+    assert tuple(batch["image"].shape) == (6, 1, *config.patch_size)
+    background = plans.normalization.background_value   # the crop around a random centre pads with it
+    levels = []
+    for image in batch["image"][:, 0].numpy():
+        inside = np.unique(image[image != background])
+        assert inside.size == 1                    # one slice across the slice axis
+        levels.append(inside[0])
+    assert len(set(levels)) > 1                    # and different slices are drawn
+
+
+def test_2d_training_along_another_slice_axis_runs(tmp_path, monkeypatch):
     from itermask_auto.training.api import run_training
     from trainer_fixtures import make_preprocessed_phantom_dataset, set_roots
     set_roots(monkeypatch, tmp_path)
     name, plans = make_preprocessed_phantom_dataset(tmp_path, n_cases=2)
     plans.configurations["2d"].slice_axis = 2
     plans.save(tmp_path / "preprocessed" / name / "itermask_plans.json")
-    with pytest.raises(ValueError, match="slice_axis 2"):
-        run_training(name, "2d", 0, method="itermask2", num_threads=1, run_calibration=False)
+    fold = run_training(name, "2d", 0, method="itermask3d", epochs=1, iterations=2, num_threads=1,
+                        run_calibration=False)
+    assert (fold / "checkpoint_final.pth").is_file()

@@ -158,3 +158,27 @@ def test_stale_staging_folder_of_a_killed_run_is_removed(phantom_raw, data_roots
     assert _run("-c", "3d", "--plan_only") == 0
     assert not stale.exists()
     assert (data_roots["preprocessed"] / phantom_raw.name / "itermask_plans.json").is_file()
+
+
+def test_replanning_keeps_valid_preprocessed_data_and_drops_stale(phantom_raw, data_roots, caplog):
+    """--plan_only, or preprocessing another configuration, must not delete arrays the new plan would make the same
+    way (it used to wipe them); arrays the new plan would make differently are dropped with a warning."""
+    out = data_roots["preprocessed"] / phantom_raw.name
+    assert _run("-c", "3d") == 0
+    folder_3d = out / Plans.load(out / "itermask_plans.json").configuration("3d").data_identifier
+    before = {p.name: p.stat().st_mtime_ns for p in folder_3d.glob("*.npz")}
+    assert len(before) == 4
+    assert _run("-c", "3d", "--plan_only") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in folder_3d.glob("*.npz")} == before   # kept, untouched
+    assert _run("-c", "2d") == 0                                                          # the other configuration
+    plans = Plans.load(out / "itermask_plans.json")
+    assert {p.name: p.stat().st_mtime_ns for p in folder_3d.glob("*.npz")} == before
+    assert len(list_preprocessed_cases(out / plans.configuration("2d").data_identifier)) == 4
+    # an old plan that normalised differently: its arrays are stale and must not survive a re-plan
+    raw_plan = json.loads((out / "itermask_plans.json").read_text())
+    raw_plan["hf_radius_cycles_per_mm"] = raw_plan["hf_radius_cycles_per_mm"] * 2
+    (out / "itermask_plans.json").write_text(json.dumps(raw_plan))
+    caplog.clear()
+    assert _run("-c", "3d", "--plan_only") == 0
+    assert not folder_3d.exists()
+    assert any("dropped the preprocessed 3d data" in r.getMessage() for r in caplog.records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -13,7 +14,7 @@ from itermask_auto.experiment_planning.plans import FINGERPRINT_FILE, PLANS_FILE
 from itermask_auto.imageio.errors import InputError
 from itermask_auto.paths import preprocessed_root, raw_root
 from itermask_auto.preprocessing.preprocessor import preprocess_case
-from itermask_auto.preprocessing.storage import save_case
+from itermask_auto.preprocessing.storage import list_preprocessed_cases, save_case
 from itermask_auto.utilities.atomic import write_json
 from itermask_auto.utilities.dataset import find_dataset, list_cases, load_dataset_json
 from itermask_auto.utilities.parallel import run_parallel
@@ -21,6 +22,36 @@ from itermask_auto.utilities.parallel import run_parallel
 logger = logging.getLogger(__name__)
 
 KEPT_ACROSS_RUNS = ("splits.json",)  # trained models refer to it; --clean drops it
+
+
+def _preprocessing_inputs(plans: Plans, name: str) -> Dict:
+    """What a configuration's preprocessed arrays depend on: if none of it changed, the arrays are still valid."""
+    config = plans.configuration(name)
+    return {"channels": plans.channel_names, "normalization": asdict(plans.normalization),
+            "hf_radius": plans.hf_radius_cycles_per_mm, "spacing": list(config.spacing),
+            "data_identifier": config.data_identifier}
+
+
+def keep_unchanged_data(final: Path, staging: Path, plans: Plans, preprocessed_now: set, cases: Sequence[str]) -> None:
+    """Carry over the arrays of configurations not preprocessed in this run (all of them with --plan_only) when the
+    new plan preprocesses them exactly as the old one did; a re-plan must not silently delete valid data."""
+    try:
+        old = Plans.load(final / PLANS_FILE)
+    except Exception:  # no or unreadable old plan: nothing can be shown to be unchanged
+        return
+    for name in sorted(set(old.configurations) & set(plans.configurations) - preprocessed_now):
+        folder = final / old.configuration(name).data_identifier
+        if not folder.is_dir():
+            continue
+        same_cases = list_preprocessed_cases(folder) == sorted(cases)
+        if same_cases and _preprocessing_inputs(old, name) == _preprocessing_inputs(plans, name):
+            os.replace(folder, staging / folder.name)
+            logger.info("kept the preprocessed %s data (%s): the new plan preprocesses it the same way", name,
+                        folder.name)
+        else:
+            logger.warning("dropped the preprocessed %s data (%s): the new plan preprocesses it differently or the "
+                           "cases changed; run itermask_plan_and_preprocess -c %s to make it again",
+                           name, folder.name, name)
 
 
 def collect_training_cases(raw_folder: Path) -> tuple[Dict, Dict[str, List[Path]], Dict[str, Path]]:
@@ -91,6 +122,9 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                 jobs = [(c, cases[c], staging / "brain_masks" / f"{c}.nii.gz", staging / PLANS_FILE, name, out_dir)
                         for c in sorted(cases)]
                 run_parallel(_preprocess_one, jobs, num_processes, desc=f"preprocess {name}")
+        if final.is_dir() and not clean:
+            done = set() if plan_only else set(configurations)
+            keep_unchanged_data(final, staging, plans, done, list(cases))
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)

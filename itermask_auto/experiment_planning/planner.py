@@ -31,7 +31,9 @@ PROFILES = {
 # CPU recipe: epochs fill a wall-clock budget at a throughput measured on this project's 2-core reference CPU
 # (benchmarks/train_speed.py, bf16 autocast); a faster machine simply finishes sooner.
 CPU_TRAIN_BUDGET_S = 75 * 60
-CPU_GMAC_PER_S = 8.0  # fp32: this CPU (AMD EPYC, AVX2) has no native bf16; bf16 autocast is far slower
+# fp32 (this CPU, AMD EPYC AVX2, has no native bf16; bf16 autocast is far slower). Calibrated on the IXI fold-0
+# run: 8.0 planned 44 epochs for 75 min but they took 58 min (79.1 s/epoch), so 8.0 x 75/58 ~ 10.3
+CPU_GMAC_PER_S = 10.3
 MAX_BATCH_DATASET_FRACTION = 0.05
 MAX_2D_PATCH = 256
 

@@ -71,10 +71,8 @@ def run_training(dataset: str | int, configuration: Optional[str] = None, fold: 
     fold_dir = model_folder(dataset_dir.name, spec.name, plans.plans_name, configuration, fold)
     torch_device = resolve_device(device)
 
-    if len(config.patch_size) == 2 and config.slice_axis != 0:
-        # training/data.py cuts 2-D patches along axis 0 only; inference follows slice_axis: they must agree
-        raise ValueError(f"{plans_path}: 2d training along slice_axis {config.slice_axis} is not supported yet "
-                         f"(axis 0 only)")
+    if len(config.patch_size) == 2 and config.slice_axis not in (0, 1, 2):
+        raise ValueError(f"{plans_path}: 2d configuration with slice_axis {config.slice_axis} (must be 0, 1 or 2)")
     if not calibrate_only:
         data_folder = dataset_dir / config.data_identifier
         cases = list_preprocessed_cases(data_folder) if data_folder.is_dir() else []

@@ -111,8 +111,9 @@ def augmentation_crop_size(patch: Sequence[int], rotation_degrees: float, max_sc
 def build_augmentation(config: ConfigurationPlan, plans: Plans) -> ComposeTransforms:
     tp, dim = plans.training, len(config.patch_size)
     theta = np.deg2rad(tp.rotation_degrees)
-    # plan mirror axes are canonical (z, y, x); a 2d patch is (y, x)
-    mirror_axes = tuple(a - (3 - dim) for a in tp.mirror_axes if a >= 3 - dim)
+    # plan mirror axes are canonical (z, y, x); a 2d patch holds the two axes other than the slice axis, in order
+    kept = [a for a in range(3) if dim == 3 or a != config.slice_axis]
+    mirror_axes = tuple(kept.index(a) for a in tp.mirror_axes if a in kept)
     transforms = [
         SpatialTransform(tuple(config.patch_size), patch_center_dist_from_border=0, random_crop=False,
                          p_rotation=P_ROTATION if theta > 0 else 0, rotation=(-theta, theta),
@@ -139,7 +140,8 @@ class PatchSampler:
         self.config = plans.configuration(configuration)
         self.plans, self.mask_kind, self.batch_size, self.augment = plans, mask_kind, batch_size, augment
         self.dim = len(self.config.patch_size)
-        self.spacing = list(self.config.spacing)[-self.dim:]
+        self.slice_axis = self.config.slice_axis if self.dim == 2 else None
+        self.spacing = [s for a, s in enumerate(self.config.spacing) if a != self.slice_axis]
         self.background = float(plans.normalization.background_value)
         self.rng = np.random.default_rng(seed)
         tp = plans.training
@@ -151,9 +153,10 @@ class PatchSampler:
         case = self.store.get(self.case_ids[self.rng.integers(len(self.case_ids))])
         centre = np.unravel_index(case.brain_idx[self.rng.integers(case.brain_idx.size)], case.brain.shape)
         data, hf, brain = case.data, case.hf, case.brain[None]
-        if self.dim == 2:  # an axial slice through the centre voxel
-            z, centre = centre[0], centre[1:]
-            data, hf, brain = data[:, z], hf[:, z], brain[:, z]
+        if self.slice_axis is not None:  # the slice through the centre voxel across the plan's slice axis
+            cut = (slice(None),) * (self.slice_axis + 1) + (centre[self.slice_axis],)
+            data, hf, brain = data[cut], hf[cut], brain[cut]
+            centre = tuple(c for a, c in enumerate(centre) if a != self.slice_axis)
         image = crop_padded(data, centre, self.crop_size, self.background)
         hf = crop_padded(hf, centre, self.crop_size, 0.0)
         brain = crop_padded(brain, centre, self.crop_size, False)
