@@ -13,7 +13,8 @@ from itermask_auto.dataset_conversion.phantom import make_phantom, write_phantom
 from itermask_auto.evaluation import synthetic
 from itermask_auto.evaluation.synthetic_artifacts import bias_field, ghosting, kspace_spike, slab
 from itermask_auto.evaluation.synthetic_lesions import (apply_lesion_intensity, blob_lesions, channel_sign,
-                                                        load_lesion_components, place_components)
+                                                        insert_lesions, load_lesion_components, place_components,
+                                                        white_matter_region)
 from itermask_auto.imageio.reader import same_geometry
 
 
@@ -80,6 +81,24 @@ def test_artefacts_are_deterministic_and_labelled(head):
     outside = ~ndimage.binary_dilation(brain, iterations=2)
     shifted = np.roll(x, int(round(n / p["period"])), axis=ax)
     assert out[outside & (shifted > 300)].mean() > out[outside & (shifted < 50)].mean() + 30   # a ghost head
+
+
+def test_lesions_are_placed_in_white_matter_on_t1(head):
+    """On T1, lesion centres go to white matter (the brightest tissue); a hypointense lesion in grey matter would
+    sit at grey-matter intensity and be invisible. Without a T1-like channel, anywhere in the brain."""
+    ref, x, brain = head
+    wm = white_matter_region([x], ["T1"], brain, (2.0, 2.0, 2.0))
+    assert 0.3 < wm.sum() / brain.sum() < 0.5 and not (wm & ~brain).any()
+    assert np.median(x[wm]) > np.median(x[brain & ~wm])
+    assert white_matter_region([x], ["FLAIR"], brain, (2.0, 2.0, 2.0)) is None
+    centres = []
+    for seed in range(4):
+        _, label, params = insert_lesions([x], ["T1"], brain, ref, np.random.default_rng(seed), None)
+        assert params["placement"].startswith("white matter") and label.any()
+        centres += [tuple(r["centre_index_zyx"]) for r in params["placements"]]
+    assert len(centres) >= 8 and all(wm[c] for c in centres)
+    _, _, params = insert_lesions([x], ["FLAIR"], brain, ref, np.random.default_rng(0), None)
+    assert params["placement"] == "anywhere in the brain"
 
 
 def test_placement_in_world_mm_on_another_grid(head, tmp_path):

@@ -2,9 +2,12 @@
 
 Shapes. Real masks (e.g. the 30 MSLUB expert masks, MNI 1 mm) are cut into 26-connected components; a component is
 placed *crudely* in a healthy target: its centroid goes to a random voxel at least `margin_mm` inside the target's
-brain (world mm, translation only: no rotation, no scaling), and it is resampled onto the target grid (linear,
+brain and, when a T1-like channel exists, in white matter (world mm, translation only: no rotation, no scaling), and it is resampled onto the target grid (linear,
 >= 0.5). A placement is kept when >= 90 % of the resampled component lies in the brain; the label is the part
 inside the brain. Without real masks, irregular blobs (an ellipsoid with a smooth random boundary) are generated.
+White matter = brain voxels whose T1 intensity, smoothed over 2 mm, is at or above the brain's 60th percentile
+(white matter is the brightest tissue on T1). MS lesions sit mostly there, and a T1-hypointense lesion dropped into
+grey matter at grey-matter intensity cannot be seen by any method (the first real-data run placed them anywhere).
 
 Intensity rule (per lesion component k, per channel):
     W_k  = 90th percentile of the channel inside the brain, outside lesions, in a 40 mm cube around the component
@@ -71,20 +74,38 @@ def load_lesion_components(mask_paths: Sequence[Path], min_volume_mm3: float = 5
     return components
 
 
-def centre_candidates(brain: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float) -> np.ndarray:
-    """Brain voxels at least margin_mm from the brain surface (all brain voxels if none is that deep)."""
+def white_matter_region(channels: Sequence[np.ndarray], channel_names: Sequence[str], brain: np.ndarray,
+                        spacing_zyx: Sequence[float], percentile: float = 60.0,
+                        smooth_mm: float = 2.0) -> Optional[np.ndarray]:
+    """Brain voxels whose smoothed T1-like intensity is >= the brain's `percentile`; None without a T1 channel."""
+    t1 = next((x for x, name in zip(channels, channel_names) if channel_sign(name) < 0), None)
+    if t1 is None or not brain.any():
+        return None
+    smooth = ndimage.gaussian_filter(t1.astype(np.float32), smooth_mm / np.asarray(spacing_zyx, float))
+    return brain & (smooth >= np.percentile(smooth[brain], percentile))
+
+
+def centre_candidates(brain: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float,
+                      region: Optional[np.ndarray] = None) -> np.ndarray:
+    """Brain voxels at least margin_mm from the brain surface, inside `region` when given; falls back to the deep
+    brain, then to the whole brain, when nothing qualifies."""
     depth = ndimage.distance_transform_edt(brain, sampling=spacing_zyx)
-    idx = np.argwhere(depth >= margin_mm)
-    return idx if len(idx) else np.argwhere(brain)
+    deep = depth >= margin_mm
+    for allowed in ((deep & region) if region is not None else deep, deep, brain):
+        idx = np.argwhere(allowed)
+        if len(idx):
+            return idx
+    return np.argwhere(brain)
 
 
 def place_components(components: Sequence[LesionComponent], reference: sitk.Image, brain: np.ndarray,
                      rng: np.random.Generator, n: int, margin_mm: float = 8.0, min_inside: float = 0.9,
-                     tries: int = 20) -> Tuple[np.ndarray, List[Dict]]:
-    """Place n randomly chosen components in `brain` (zyx bool on reference's grid): (label zyx bool, records)."""
+                     tries: int = 20, region: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[Dict]]:
+    """Place n randomly chosen components in `brain` (zyx bool on reference's grid), centroids in `region` when
+    given: (label zyx bool, records)."""
     label = np.zeros(brain.shape, bool)
     records: List[Dict] = []
-    candidates = centre_candidates(brain, reference.GetSpacing()[::-1], margin_mm)
+    candidates = centre_candidates(brain, reference.GetSpacing()[::-1], margin_mm, region)
     for _ in range(n):
         comp = components[int(rng.integers(len(components)))]
         for _ in range(tries):
@@ -102,12 +123,13 @@ def place_components(components: Sequence[LesionComponent], reference: sitk.Imag
 
 
 def blob_lesions(brain: np.ndarray, spacing_zyx: Sequence[float], rng: np.random.Generator, n: int,
-                 radius_mm: Tuple[float, float] = (3.0, 9.0), margin_mm: float = 8.0) -> Tuple[np.ndarray, List[Dict]]:
+                 radius_mm: Tuple[float, float] = (3.0, 9.0), margin_mm: float = 8.0,
+                 region: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[Dict]]:
     """n irregular blobs: an anisotropic ellipsoid whose boundary is displaced by smooth noise."""
     spacing = np.asarray(spacing_zyx, float)
     label = np.zeros(brain.shape, bool)
     records: List[Dict] = []
-    candidates = centre_candidates(brain, spacing, margin_mm)
+    candidates = centre_candidates(brain, spacing, margin_mm, region)
     for _ in range(n):
         r = float(rng.uniform(*radius_mm))
         semi = r * rng.uniform(0.7, 1.3, size=3)
@@ -170,13 +192,14 @@ def insert_lesions(channels: Sequence[np.ndarray], channel_names: Sequence[str],
     """Shapes (real components if given, else blobs) + intensity rule on every channel; (channels, label, params)."""
     spacing = reference.GetSpacing()[::-1]
     n = int(rng.integers(n_range[0], n_range[1] + 1))
+    region = white_matter_region(channels, channel_names, brain, spacing)
     if components:
-        label, records = place_components(components, reference, brain, rng, n)
+        label, records = place_components(components, reference, brain, rng, n, region=region)
     else:
         label, records = np.zeros(brain.shape, bool), []
     shape_source = "real_masks"
     if not label.any():   # no real masks, or none fitted into this brain
-        label, records = blob_lesions(brain, spacing, rng, n)
+        label, records = blob_lesions(brain, spacing, rng, n, region=region)
         shape_source = "blobs"
     n_comp = ndimage.label(label, structure=_CONN)[1]
     magnitudes = rng.uniform(*contrast_range, size=n_comp)
@@ -187,7 +210,8 @@ def insert_lesions(channels: Sequence[np.ndarray], channel_names: Sequence[str],
         out.append(changed)
         params_channels.append({"channel": name, "sign": int(channel_sign(name)),
                                 "wm_level": [round(v, 3) for v in levels]})
-    params = {"shape_source": shape_source, "n_requested": n, "n_components": int(n_comp),
+    params = {"shape_source": shape_source, "n_requested": n,
+              "placement": "white matter (T1 >= brain 60th percentile)" if region is not None else "anywhere in the brain", "n_components": int(n_comp),
               "contrast_magnitudes": [round(float(m), 3) for m in magnitudes], "placements": records,
               "channels": params_channels}
     return out, label, params
