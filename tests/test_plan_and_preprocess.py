@@ -182,3 +182,19 @@ def test_replanning_keeps_valid_preprocessed_data_and_drops_stale(phantom_raw, d
     assert _run("-c", "3d", "--plan_only") == 0
     assert not folder_3d.exists()
     assert any("dropped the preprocessed 3d data" in r.getMessage() for r in caplog.records)
+
+
+def test_a_dataset_left_aside_by_a_killed_swap_is_restored(phantom_raw, data_roots):
+    """A run killed between its two renames leaves the previous dataset as .NAME.replaced-PID and no NAME: the
+    next run puts it back before working (and deletes such leftovers when NAME exists)."""
+    out = data_roots["preprocessed"] / phantom_raw.name
+    assert _run("-c", "3d") == 0
+    aside = out.with_name(f".{out.name}.replaced-99999")
+    out.rename(aside)
+    assert _run("-c", "3d", "--plan_only") == 0
+    assert not aside.exists()
+    plans = Plans.load(out / "itermask_plans.json")
+    assert len(list_preprocessed_cases(out / plans.configuration("3d").data_identifier)) == 4
+    (aside / "x").mkdir(parents=True)             # a leftover next to a live dataset is just removed
+    assert _run("-c", "3d", "--plan_only") == 0
+    assert not aside.exists()

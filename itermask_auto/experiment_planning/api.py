@@ -32,26 +32,42 @@ def _preprocessing_inputs(plans: Plans, name: str) -> Dict:
             "data_identifier": config.data_identifier}
 
 
-def keep_unchanged_data(final: Path, staging: Path, plans: Plans, preprocessed_now: set, cases: Sequence[str]) -> None:
-    """Carry over the arrays of configurations not preprocessed in this run (all of them with --plan_only) when the
-    new plan preprocesses them exactly as the old one did; a re-plan must not silently delete valid data."""
+def restore_or_drop_replaced(final: Path) -> None:
+    """A run killed between its two renames leaves the previous dataset as `.NAME.replaced-PID`: put it back when
+    no dataset took its place, else delete it."""
+    for old in sorted(final.parent.glob(f".{final.name}.replaced-*")):
+        if not final.exists():
+            logger.warning("restoring %s from %s (a run was killed while replacing it)", final, old.name)
+            os.replace(old, final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def keep_unchanged_data(final: Path, staging: Path, plans: Plans, preprocessed_now: set,
+                        cases: Sequence[str]) -> List[str]:
+    """Carry over (move into `staging`) the arrays of configurations not preprocessed in this run (all of them with
+    --plan_only) when the new plan preprocesses them exactly as the old one did: a re-plan must not silently delete
+    valid data. Returns the names of the folders moved."""
+    moved: List[str] = []
     try:
         old = Plans.load(final / PLANS_FILE)
     except Exception:  # no or unreadable old plan: nothing can be shown to be unchanged
-        return
+        return moved
     for name in sorted(set(old.configurations) & set(plans.configurations) - preprocessed_now):
         folder = final / old.configuration(name).data_identifier
-        if not folder.is_dir():
+        if not folder.is_dir() or (staging / folder.name).exists():   # absent, or already made by this run
             continue
         same_cases = list_preprocessed_cases(folder) == sorted(cases)
         if same_cases and _preprocessing_inputs(old, name) == _preprocessing_inputs(plans, name):
             os.replace(folder, staging / folder.name)
+            moved.append(folder.name)
             logger.info("kept the preprocessed %s data (%s): the new plan preprocesses it the same way", name,
                         folder.name)
         else:
             logger.warning("dropped the preprocessed %s data (%s): the new plan preprocesses it differently or the "
                            "cases changed; run itermask_plan_and_preprocess -c %s to make it again",
                            name, folder.name, name)
+    return moved
 
 
 def collect_training_cases(raw_folder: Path) -> tuple[Dict, Dict[str, List[Path]], Dict[str, Path]]:
@@ -99,6 +115,7 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         verify_integrity(raw_folder, meta, cases, masks, num_processes)
 
     final = preprocessed_root() / raw_folder.name
+    restore_or_drop_replaced(final)
     for stale in preprocessed_root().glob(f".{raw_folder.name}.partial-*"):  # left by a killed run
         logger.info("removing unfinished output of an earlier run: %s", stale)
         shutil.rmtree(stale, ignore_errors=True)
@@ -122,12 +139,21 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                 jobs = [(c, cases[c], staging / "brain_masks" / f"{c}.nii.gz", staging / PLANS_FILE, name, out_dir)
                         for c in sorted(cases)]
                 run_parallel(_preprocess_one, jobs, num_processes, desc=f"preprocess {name}")
+        kept: List[str] = []
         if final.is_dir() and not clean:
             done = set() if plan_only else set(configurations)
-            keep_unchanged_data(final, staging, plans, done, list(cases))
+            kept = keep_unchanged_data(final, staging, plans, done, list(cases))
+        # swap by renames: the old folder is deleted only once the new one is in place
+        aside = final.with_name(f".{final.name}.replaced-{os.getpid()}")
         if final.exists():
-            shutil.rmtree(final)
+            try:
+                os.replace(final, aside)
+            except OSError:
+                for name in kept:   # give the carried-over arrays back before the staging folder is removed
+                    os.replace(staging / name, final / name)
+                raise
         os.replace(staging, final)
+        shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("preprocessed dataset written to %s", final)
