@@ -53,7 +53,10 @@ DEFAULT_CONFIGURATION = {"itermask2": "2d"}   # every other method: 3d
 def parse_run(run: str) -> tuple[str, str]:
     """'METHOD' or 'METHOD:CONFIGURATION' -> (method, configuration)."""
     method, _, configuration = run.partition(":")
-    return method, configuration or DEFAULT_CONFIGURATION.get(method, "3d")
+    configuration = configuration or DEFAULT_CONFIGURATION.get(method, "3d")
+    if configuration not in ("3d", "2d"):
+        raise SystemExit(f"run '{run}': configuration must be 3d or 2d")
+    return method, configuration
 
 
 def held_out(cases: List[str], n: int = 16) -> List[str]:
@@ -132,6 +135,25 @@ def prepare_data(args, raw: Path) -> Dict[str, Path]:
                                    seed=0, raw_root=raw, split="Ts", cases=cases, lesion_masks="none")
         sets["artefacts"] = find_dataset(raw, ARTEFACTS)
     return sets
+
+
+def preprocess(args, root: Path, configurations: List[str]):
+    """Plan and preprocess Dataset001 for the configurations the runs need (those already there are kept)."""
+    from itermask_auto.experiment_planning.api import plan_and_preprocess
+    from itermask_auto.experiment_planning.plans import PLANS_FILE, Plans
+    from itermask_auto.preprocessing.storage import list_preprocessed_cases
+    from itermask_auto.utilities.dataset import find_dataset
+    existing = [d for d in root.glob(f"Dataset{IXI:03d}_*") if (d / PLANS_FILE).is_file()]
+    plans = Plans.load(existing[0] / PLANS_FILE) if existing else None
+    if plans is not None and plans.profile != args.profile:
+        logger.warning("the existing plan has profile %s, not %s: it is kept (use a new --work_dir to change it)",
+                       plans.profile, args.profile)
+    missing = [c for c in configurations if plans is None or c not in plans.configurations
+               or len(list_preprocessed_cases(existing[0] / plans.configuration(c).data_identifier)) < 2]
+    if missing:
+        plan_and_preprocess(IXI, tuple(missing), num_processes=args.np,
+                            profile=plans.profile if plans is not None else args.profile)
+    return Plans.load(find_dataset(root, IXI) / PLANS_FILE)
 
 
 def train(args, method: str, configuration: str) -> tuple[Path, bool, float]:
@@ -226,18 +248,18 @@ def machine() -> str:
             f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at the end")
 
 
-def table(args, results: Dict, plans_training) -> str:
+def table(args, results: Dict, plans) -> str:
     labels = {"mslub": "MSLUB T1 (expert labels)", "healthy": "IXI held-out healthy",
               "synth_lesions": "IXI held-out + synthetic lesions", "artefacts": "IXI held-out + artefacts"}
-    planned = f"{plans_training.num_epochs} epochs x {plans_training.iterations_per_epoch} iterations"
+    planned = f"{plans.training.num_epochs} epochs x {plans.training.iterations_per_epoch} iterations"
     recipe = f"{planned} (as planned)"
     if args.epochs or args.iterations:
-        recipe = (f"**REDUCED run: {args.epochs or plans_training.num_epochs} epochs x "
-                  f"{args.iterations or plans_training.iterations_per_epoch} iterations** (plan: {planned})")
+        recipe = (f"**REDUCED run: {args.epochs or plans.training.num_epochs} epochs x "
+                  f"{args.iterations or plans.training.iterations_per_epoch} iterations** (plan: {planned})")
     lines = [BEGIN, "## Real-data benchmark (benchmarks/real_data.py)", "",
              f"Command: `{' '.join(['python', 'benchmarks/real_data.py'] + sys.argv[1:])}`  ",
              f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M')}; training: {recipe}; "
-             f"device {args.device}, plan profile {args.profile}{'; **SMOKE run on phantoms, not real data**' if args.smoke else ''}.", "",
+             f"device {args.device}, plan profile {plans.profile}{'; **SMOKE run on phantoms, not real data**' if args.smoke else ''}.", "",
              "Dice at the threshold calibrated on healthy validation scans (never the labels); AUPRC/AUROC of "
              "the pooled in-brain voxels; FPR = segmented non-lesion (healthy row: all) brain voxels, vs α; "
              "detection AUROC of the volume score against the held-out healthy scans; s/volume = wall time of "
@@ -287,10 +309,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="markdown file for the table (default docs/benchmarks.md; smoke: WORK_DIR/benchmarks_smoke.md)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from itermask_auto.experiment_planning.api import plan_and_preprocess
-    from itermask_auto.experiment_planning.plans import PLANS_FILE, Plans
     from itermask_auto.methods.registry import get_method
-    from itermask_auto.utilities.dataset import find_dataset
     runs = [parse_run(r) for r in args.methods]
     for m, _ in runs:
         get_method(m)
@@ -301,10 +320,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.work_dir = args.work_dir.resolve()
     roots = set_roots(args.work_dir)
     sets = prepare_data(args, roots["raw"])
-    pre = [d for d in roots["preprocessed"].glob(f"Dataset{IXI:03d}_*") if (d / PLANS_FILE).is_file()]
-    if not pre:
-        plan_and_preprocess(IXI, tuple(sorted({c for _, c in runs})), num_processes=args.np, profile=args.profile)
-    plans = Plans.load(find_dataset(roots["preprocessed"], IXI) / PLANS_FILE)
+    plans = preprocess(args, roots["preprocessed"], sorted({c for _, c in runs}))
     results = {}
     for method, configuration in runs:
         fold_dir, fresh, train_s = train(args, method, configuration)
@@ -316,7 +332,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.info("%s: %s", run, json.dumps(results[run]["metrics"]))
     write_json(args.work_dir / "real_data_results.json", results)
     docs = args.docs or (args.work_dir / "benchmarks_smoke.md" if args.smoke else REPO / "docs" / "benchmarks.md")
-    section = table(args, results, plans.training)
+    section = table(args, results, plans)
     write_section(docs, section)
     print(section)
     print(f"\nwritten to {docs}; whole run {(time.perf_counter() - start) / 60:.1f} min")

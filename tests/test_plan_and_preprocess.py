@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -198,3 +199,22 @@ def test_a_dataset_left_aside_by_a_killed_swap_is_restored(phantom_raw, data_roo
     (aside / "x").mkdir(parents=True)             # a leftover next to a live dataset is just removed
     assert _run("-c", "3d", "--plan_only") == 0
     assert not aside.exists()
+
+
+def test_a_failed_swap_keeps_the_old_dataset_whole(phantom_raw, data_roots, monkeypatch):
+    """If putting the new folder in place fails, the old dataset (arrays included) is back where it was."""
+    import itermask_auto.experiment_planning.api as api
+    out = data_roots["preprocessed"] / phantom_raw.name
+    assert _run("-c", "3d") == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*.npz"))
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if Path(src).name.startswith(f".{out.name}.partial-"):
+            raise OSError("disk gone")
+        return real_replace(src, dst)
+    monkeypatch.setattr(api.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        api.plan_and_preprocess(990, ("3d",), num_processes=1, plan_only=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*.npz")) == before and len(before) == 4
+    assert not list(out.parent.glob(f".{out.name}.*"))

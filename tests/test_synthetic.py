@@ -94,11 +94,11 @@ def test_lesions_are_placed_in_white_matter_on_t1(head):
     centres = []
     for seed in range(4):
         _, label, params = insert_lesions([x], ["T1"], brain, ref, np.random.default_rng(seed), None)
-        assert params["placement"].startswith("white matter") and label.any()
+        assert params["placement"] == ["white matter"] and label.any()
         centres += [tuple(r["centre_index_zyx"]) for r in params["placements"]]
     assert len(centres) >= 8 and all(wm[c] for c in centres)
     _, _, params = insert_lesions([x], ["FLAIR"], brain, ref, np.random.default_rng(0), None)
-    assert params["placement"] == "anywhere in the brain"
+    assert params["placement"] == ["anywhere in the brain"]
 
 
 def test_placement_in_world_mm_on_another_grid(head, tmp_path):

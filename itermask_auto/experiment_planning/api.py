@@ -15,7 +15,7 @@ from itermask_auto.imageio.errors import InputError
 from itermask_auto.paths import preprocessed_root, raw_root
 from itermask_auto.preprocessing.preprocessor import preprocess_case
 from itermask_auto.preprocessing.storage import list_preprocessed_cases, save_case
-from itermask_auto.utilities.atomic import write_json
+from itermask_auto.utilities.atomic import read_json, write_json
 from itermask_auto.utilities.dataset import find_dataset, list_cases, load_dataset_json
 from itermask_auto.utilities.parallel import run_parallel
 
@@ -43,12 +43,16 @@ def restore_or_drop_replaced(final: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def keep_unchanged_data(final: Path, staging: Path, plans: Plans, preprocessed_now: set,
-                        cases: Sequence[str]) -> List[str]:
-    """Carry over (move into `staging`) the arrays of configurations not preprocessed in this run (all of them with
-    --plan_only) when the new plan preprocesses them exactly as the old one did: a re-plan must not silently delete
-    valid data. Returns the names of the folders moved."""
+def unchanged_data_folders(final: Path, staging: Path, plans: Plans, preprocessed_now: set,
+                           cases: Sequence[str]) -> List[str]:
+    """Data folders of `final` to carry over: configurations not preprocessed in this run (all of them with
+    --plan_only) that the new plan preprocesses exactly as the old one did, for the same cases and fingerprint (a
+    re-plan must not silently delete valid data). The others are reported as dropped."""
     moved: List[str] = []
+    try:
+        same_fingerprint = read_json(final / FINGERPRINT_FILE) == read_json(staging / FINGERPRINT_FILE)
+    except Exception:
+        same_fingerprint = False
     try:
         old = Plans.load(final / PLANS_FILE)
     except Exception:  # no or unreadable old plan: nothing can be shown to be unchanged
@@ -58,14 +62,13 @@ def keep_unchanged_data(final: Path, staging: Path, plans: Plans, preprocessed_n
         if not folder.is_dir() or (staging / folder.name).exists():   # absent, or already made by this run
             continue
         same_cases = list_preprocessed_cases(folder) == sorted(cases)
-        if same_cases and _preprocessing_inputs(old, name) == _preprocessing_inputs(plans, name):
-            os.replace(folder, staging / folder.name)
+        if same_fingerprint and same_cases and _preprocessing_inputs(old, name) == _preprocessing_inputs(plans, name):
             moved.append(folder.name)
             logger.info("kept the preprocessed %s data (%s): the new plan preprocesses it the same way", name,
                         folder.name)
         else:
             logger.warning("dropped the preprocessed %s data (%s): the new plan preprocesses it differently or the "
-                           "cases changed; run itermask_plan_and_preprocess -c %s to make it again",
+                           "cases or their fingerprint changed; run itermask_plan_and_preprocess -c %s to make it again",
                            name, folder.name, name)
     return moved
 
@@ -142,17 +145,20 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         kept: List[str] = []
         if final.is_dir() and not clean:
             done = set() if plan_only else set(configurations)
-            kept = keep_unchanged_data(final, staging, plans, done, list(cases))
-        # swap by renames: the old folder is deleted only once the new one is in place
+            kept = unchanged_data_folders(final, staging, plans, done, list(cases))
+        # swap by renames; valid arrays move from the old folder into the new one only once it is in place, so no
+        # failure can leave them in the staging folder that is cleaned up below
         aside = final.with_name(f".{final.name}.replaced-{os.getpid()}")
         if final.exists():
-            try:
-                os.replace(final, aside)
-            except OSError:
-                for name in kept:   # give the carried-over arrays back before the staging folder is removed
-                    os.replace(staging / name, final / name)
-                raise
-        os.replace(staging, final)
+            os.replace(final, aside)
+        try:
+            os.replace(staging, final)
+        except BaseException:
+            if aside.exists():
+                os.replace(aside, final)
+            raise
+        for name in kept:
+            os.replace(aside / name, final / name)
         shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

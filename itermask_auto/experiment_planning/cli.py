@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify_dataset_integrity", action="store_true", help="read and check every file first")
     p.add_argument("--clean", action="store_true", help="start from scratch (also drops an existing splits.json)")
     p.add_argument("--plan_only", action="store_true",
-                   help="fingerprint and plan only; earlier preprocessed arrays are dropped (a new plan invalidates them)")
+                   help="fingerprint and plan only; earlier preprocessed arrays are kept when the new plan would make "
+                        "them the same way, else dropped with a warning")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
