@@ -188,11 +188,13 @@ def predict(args, method: str, configuration: str, sets: Dict[str, Path], out: P
     timing = {}
     for name, ds in sets.items():
         folder = ds / "imagesTs"
+        before = len(list((out / name).glob("*_anomaly.nii.gz")))   # kept from an earlier run (--continue)
         start = time.perf_counter()
         res = predict_folder(folder, out / name, IXI, configuration, 0, method, args.device, continue_prediction=True,
                              masks_dir=ds / "masksTs", progress=False)
         cases = list(res["cases"].values())
-        timing[name] = {"wall_s": time.perf_counter() - start, "n": len(cases), "failures": res["failures"],
+        timing[name] = {"wall_s": time.perf_counter() - start, "n": len(cases), "predicted_now": len(cases) - before,
+                        "failures": res["failures"],
                         "seconds": float(np.mean([c["seconds"] for c in cases])) if cases else None,
                         "passes": float(np.mean([c["network_passes"] for c in cases])) if cases else None}
     return timing
@@ -263,13 +265,14 @@ def table(args, results: Dict, plans) -> str:
              "Dice at the threshold calibrated on healthy validation scans (never the labels); AUPRC/AUROC of "
              "the pooled in-brain voxels; FPR = segmented non-lesion (healthy row: all) brain voxels, vs α; "
              "detection AUROC of the volume score against the held-out healthy scans; s/volume = wall time of "
-             "itermask_predict per scan (preprocessing + inference + export); passes = network passes per scan.",
+             "itermask_predict per scan predicted in this run (preprocessing + inference + export; — when all "
+             "were reused); passes = network passes per scan.",
              "", "| method (configuration) | test set | n | Dice | AUPRC | AUROC | voxel FPR (α) | detection AUROC | s/volume | "
              "passes/volume | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run, r in results.items():
         for name, m in r["metrics"].items():
             t = r["timing"].get(name, {})
-            wall = t["wall_s"] / t["n"] if t.get("n") else None
+            wall = t["wall_s"] / t["predicted_now"] if t.get("predicted_now") else None   # None: all reused
             fpr = f"{fmt(m.get('fpr'), 4)} ({fmt(m.get('alpha'), 2)})" if "fpr" in m else "—"
             lines.append(f"| {r['method']} ({r['configuration']}) | {labels[name]} | {m.get('n', '—')} | {fmt(m.get('dice'))} | "
                          f"{fmt(m.get('auprc'))} | {fmt(m.get('auroc'))} | {fpr} | {fmt(m.get('det_auroc'))} | "
