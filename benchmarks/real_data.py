@@ -143,13 +143,13 @@ def preprocess(args, root: Path, configurations: List[str]):
     from itermask_auto.experiment_planning.plans import PLANS_FILE, Plans
     from itermask_auto.preprocessing.storage import list_preprocessed_cases
     from itermask_auto.utilities.dataset import find_dataset
-    existing = [d for d in root.glob(f"Dataset{IXI:03d}_*") if (d / PLANS_FILE).is_file()]
-    plans = Plans.load(existing[0] / PLANS_FILE) if existing else None
+    existing = next((d for d in root.glob(f"Dataset{IXI:03d}_*") if (d / PLANS_FILE).is_file()), None)
+    plans = Plans.load(existing / PLANS_FILE) if existing else None
     if plans is not None and plans.profile != args.profile:
         logger.warning("the existing plan has profile %s, not %s: it is kept (use a new --work_dir to change it)",
                        plans.profile, args.profile)
     missing = [c for c in configurations if plans is None or c not in plans.configurations
-               or len(list_preprocessed_cases(existing[0] / plans.configuration(c).data_identifier)) < 2]
+               or len(list_preprocessed_cases(existing / plans.configuration(c).data_identifier)) < 2]
     if missing:
         plan_and_preprocess(IXI, tuple(missing), num_processes=args.np,
                             profile=plans.profile if plans is not None else args.profile)

@@ -2,8 +2,8 @@
 
 Shapes. Real masks (e.g. the 30 MSLUB expert masks, MNI 1 mm) are cut into 26-connected components; a component is
 placed *crudely* in a healthy target: its centroid goes to a random voxel at least `margin_mm` inside the target's
-brain and, when a T1-like channel exists, in white matter (world mm, translation only: no rotation, no scaling), and it is resampled onto the target grid (linear,
->= 0.5). A placement is kept when >= 90 % of the resampled component lies in the brain; the label is the part
+brain and, when a T1-like channel exists, in white matter (world mm, translation only: no rotation, no scaling),
+and it is resampled onto the target grid (linear, >= 0.5). A placement is kept when >= 90 % of the resampled component lies in the brain; the label is the part
 inside the brain. Without real masks, irregular blobs (an ellipsoid with a smooth random boundary) are generated.
 White matter = brain voxels whose T1 intensity, smoothed over 2 mm, is at or above the brain's 60th percentile
 (white matter is the brightest tissue on T1). MS lesions sit mostly there; a T1-hypointense lesion dropped into grey
@@ -189,11 +189,12 @@ def apply_lesion_intensity(image: np.ndarray, label: np.ndarray, brain: np.ndarr
 def insert_lesions(channels: Sequence[np.ndarray], channel_names: Sequence[str], brain: np.ndarray,
                    reference: sitk.Image, rng: np.random.Generator, components: Optional[Sequence[LesionComponent]],
                    n_range: Tuple[int, int] = (2, 6), contrast_range: Tuple[float, float] = (0.3, 0.5),
-                   ) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
-    """Shapes (real components if given, else blobs) + intensity rule on every channel; (channels, label, params)."""
+                   white_matter: bool = True) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
+    """Shapes (real components if given, else blobs) + intensity rule on every channel; (channels, label, params).
+    white_matter=False places centres anywhere in the brain (the generator before white-matter placement)."""
     spacing = reference.GetSpacing()[::-1]
     n = int(rng.integers(n_range[0], n_range[1] + 1))
-    region = white_matter_region(channels, channel_names, brain, spacing)
+    region = white_matter_region(channels, channel_names, brain, spacing) if white_matter else None
     if components:
         label, records = place_components(components, reference, brain, rng, n, region=region)
     else:

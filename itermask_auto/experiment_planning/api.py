@@ -32,9 +32,12 @@ def _preprocessing_inputs(plans: Plans, name: str) -> Dict:
             "data_identifier": config.data_identifier}
 
 
-def restore_or_drop_replaced(final: Path) -> None:
-    """A run killed between its two renames leaves the previous dataset as `.NAME.replaced-PID`: put it back when
-    no dataset took its place, else delete it."""
+def clear_leftovers_of_killed_runs(final: Path) -> None:
+    """A killed run leaves `.NAME.partial-PID` (unfinished output: deleted) and, if killed between its two renames,
+    `.NAME.replaced-PID` (the previous dataset: put back when nothing took its place, else deleted)."""
+    for stale in final.parent.glob(f".{final.name}.partial-*"):
+        logger.info("removing unfinished output of an earlier run: %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     for old in sorted(final.parent.glob(f".{final.name}.replaced-*")):
         if not final.exists():
             logger.warning("restoring %s from %s (a run was killed while replacing it)", final, old.name)
@@ -48,7 +51,7 @@ def unchanged_data_folders(final: Path, staging: Path, plans: Plans, preprocesse
     """Data folders of `final` to carry over: configurations not preprocessed in this run (all of them with
     --plan_only) that the new plan preprocesses exactly as the old one did, for the same cases and fingerprint (a
     re-plan must not silently delete valid data). The others are reported as dropped."""
-    moved: List[str] = []
+    kept: List[str] = []
     try:
         same_fingerprint = read_json(final / FINGERPRINT_FILE) == read_json(staging / FINGERPRINT_FILE)
     except Exception:
@@ -56,21 +59,21 @@ def unchanged_data_folders(final: Path, staging: Path, plans: Plans, preprocesse
     try:
         old = Plans.load(final / PLANS_FILE)
     except Exception:  # no or unreadable old plan: nothing can be shown to be unchanged
-        return moved
+        return kept
     for name in sorted(set(old.configurations) & set(plans.configurations) - preprocessed_now):
         folder = final / old.configuration(name).data_identifier
         if not folder.is_dir() or (staging / folder.name).exists():   # absent, or already made by this run
             continue
         same_cases = list_preprocessed_cases(folder) == sorted(cases)
         if same_fingerprint and same_cases and _preprocessing_inputs(old, name) == _preprocessing_inputs(plans, name):
-            moved.append(folder.name)
+            kept.append(folder.name)
             logger.info("kept the preprocessed %s data (%s): the new plan preprocesses it the same way", name,
                         folder.name)
         else:
             logger.warning("dropped the preprocessed %s data (%s): the new plan preprocesses it differently or the "
                            "cases or their fingerprint changed; run itermask_plan_and_preprocess -c %s to make it again",
                            name, folder.name, name)
-    return moved
+    return kept
 
 
 def collect_training_cases(raw_folder: Path) -> tuple[Dict, Dict[str, List[Path]], Dict[str, Path]]:
@@ -118,10 +121,7 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         verify_integrity(raw_folder, meta, cases, masks, num_processes)
 
     final = preprocessed_root() / raw_folder.name
-    restore_or_drop_replaced(final)
-    for stale in preprocessed_root().glob(f".{raw_folder.name}.partial-*"):  # left by a killed run
-        logger.info("removing unfinished output of an earlier run: %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
+    clear_leftovers_of_killed_runs(final)
     staging = preprocessed_root() / f".{raw_folder.name}.partial-{os.getpid()}"
     staging.mkdir(parents=True)
     try:
