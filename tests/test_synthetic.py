@@ -159,6 +159,24 @@ def test_dataset_is_complete_geometry_exact_and_deterministic(phantom_raw, monke
     assert not np.array_equal(a, b)   # another seed, other lesions
 
 
+def test_blob_radius_sets_the_lesion_size(phantom_raw):
+    small = synthetic.make_synthetic_dataset(phantom_raw / "Dataset990_Healthy", 981, "Small", ["lesion"], seed=2,
+                                             raw_root=phantom_raw, lesion_masks="none", n_lesions=(1, 1),
+                                             blob_radius=(3.0, 4.0))
+    synthetic.main(["990", "--raw", str(phantom_raw), "--id", "982", "--name", "Large", "--lesion_masks", "none",
+                    "--n_lesions", "1", "1", "--blob_radius", "12", "14"])
+    large = phantom_raw / "Dataset982_Large"
+    for folder, (lo, hi) in ((small, (3.0, 4.0)), (large, (12.0, 14.0))):
+        manifest = json.loads((folder / "synthetic_manifest.json").read_text())
+        assert manifest["blob_radius_mm"] == [lo, hi]
+        for info in manifest["cases"].values():
+            assert [lo <= r["radius_mm"] <= hi for r in info["params"]["placements"]] == [True]
+    sizes = {f: [c["label_voxels"] for c in json.loads((f / "synthetic_manifest.json").read_text())["cases"].values()]
+             for f in (small, large)}
+    # a 3-4 mm blob holds a few dozen 2 mm voxels at most, a 12-14 mm one hundreds (less where it leaves the brain)
+    assert max(sizes[small]) < 60 and min(sizes[large]) > 150, sizes
+
+
 def test_cli_and_bad_input(phantom_raw, tmp_path):
     synthetic.main(["990", "--raw", str(phantom_raw), "--id", "995", "--kinds", "slab", "--limit", "1",
                     "--lesion_masks", "none"])

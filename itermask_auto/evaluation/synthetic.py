@@ -1,7 +1,8 @@
 """`itermask_synthetic`: a new raw test dataset of synthetic anomalies made from healthy scans.
 
     itermask_synthetic SOURCE --id 101 [--name NAME] [--kinds lesion slab bias spike ghosting] [--seed 0]
-                       [--lesion_masks DIR|FILE|auto|none] [--split auto|Tr|Ts] [--cases ...] [--limit N]
+                       [--lesion_masks DIR|FILE|auto|none] [--blob_radius MIN MAX] [--n_lesions MIN MAX]
+                       [--contrast MIN MAX] [--split auto|Tr|Ts] [--cases ...] [--limit N]
     (the same as: python -m itermask_auto.evaluation.synthetic ...)
 
 SOURCE: a raw dataset folder, or an ID / name under $ITERMASK_raw. Every selected case x kind becomes one test case
@@ -76,15 +77,15 @@ def case_rng(seed: int, case: str, kind: str) -> np.random.Generator:
 
 def corrupt(channels: Sequence[np.ndarray], channel_names: Sequence[str], brain: np.ndarray, reference: sitk.Image,
             kind: str, seed: int, case: str, components: Optional[Sequence[LesionComponent]] = None,
-            n_lesions: Tuple[int, int] = (2, 6), contrast: Tuple[float, float] = (0.3, 0.5)
-            ) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
+            n_lesions: Tuple[int, int] = (2, 6), contrast: Tuple[float, float] = (0.3, 0.5),
+            blob_radius: Tuple[float, float] = (3.0, 9.0)) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
     """One synthetic case from zyx arrays: (changed channels, voxel label zyx bool, manifest parameters)."""
     if kind not in KINDS:
         raise ValueError(f"unknown synthetic kind '{kind}' ({' | '.join(KINDS)})")
     brain = brain.astype(bool)
     if kind == "lesion":
         out, label, params = insert_lesions(channels, channel_names, brain, reference, case_rng(seed, case, kind),
-                                            components, n_lesions, contrast)
+                                            components, n_lesions, contrast, blob_radius_mm=blob_radius)
     else:
         spacing = reference.GetSpacing()[::-1]
         out, label, params = [], np.zeros(brain.shape, bool), {}
@@ -124,8 +125,10 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
                            kinds: Sequence[str] = ("lesion",), seed: int = 0, raw_root: Optional[Path] = None,
                            split: str = "auto", cases: Optional[Sequence[str]] = None, limit: Optional[int] = None,
                            lesion_masks: Optional[str | Path | Sequence[Path]] = "auto",
-                           n_lesions: Tuple[int, int] = (2, 6), contrast: Tuple[float, float] = (0.3, 0.5)) -> Path:
-    """Write the synthetic dataset (all-or-nothing) and return its folder."""
+                           n_lesions: Tuple[int, int] = (2, 6), contrast: Tuple[float, float] = (0.3, 0.5),
+                           blob_radius: Tuple[float, float] = (3.0, 9.0)) -> Path:
+    """Write the synthetic dataset (all-or-nothing) and return its folder; `blob_radius` (mm) sizes the generated
+    blobs (lesion_masks='none'; 10-25 mm gives tumour-sized lesions)."""
     raw_root = Path(raw_root) if raw_root is not None else paths.raw_root()
     src = Path(source) if Path(str(source)).is_dir() else find_dataset(raw_root, source)
     meta = load_dataset_json(src)
@@ -145,6 +148,7 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
     if "lesion" in kinds and not components:
         logger.info("no real lesion masks: lesion shapes are generated blobs")
     name = name or f"{src.name.split('_', 1)[1]}_Synthetic"
+    shapes = "real masks" if components else f"blobs of radius {blob_radius[0]:g}-{blob_radius[1]:g} mm"
     raw_root.mkdir(parents=True, exist_ok=True)
     rows: List[Dict] = []
     with staged_dataset(raw_root, dataset_id, name) as tmp:
@@ -159,7 +163,7 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
             for kind in kinds:
                 out_case = f"{case}_{kind}"
                 changed, label, params = corrupt(arrays, names, brain, images[0], kind, seed, case, components,
-                                                 n_lesions, contrast)
+                                                 n_lesions, contrast, blob_radius)
                 for ch, (array, ref) in enumerate(zip(changed, images)):
                     im = sitk.GetImageFromArray(array.astype(np.float32))
                     im.CopyInformation(ref)
@@ -176,7 +180,7 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
         write_dataset_json(tmp, name, names, 0, len(rows),
                            description=f"synthetic anomalies ({', '.join(kinds)}) on healthy {src.name} "
                                        f"images{part}, seed {seed}; lesion shapes: "
-                                       f"{'real masks' if components else 'blobs'}; labelsTs: lesion / slab "
+                                       f"{shapes}; labelsTs: lesion / slab "
                                        f"region, empty for global artefacts (volume-level, see {MANIFEST}.json)",
                            licence=meta.get("licence", "as the source dataset"),
                            reference=f"itermask_auto.evaluation.synthetic from {src.name}",
@@ -184,6 +188,8 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
         write_json(tmp / f"{MANIFEST}.json", {
             "source": str(src), "split": part, "seed": int(seed), "kinds": list(kinds),
             "lesion_masks": [str(p) for p in mask_files], "n_lesion_components": len(components or []),
+            "n_lesions": list(n_lesions), "contrast": list(contrast),
+            "blob_radius_mm": None if components else list(blob_radius),
             "label_rule": "lesion/slab: affected brain voxels; bias/spike/ghosting: empty, anomalous at volume level",
             "cases": {r["case"]: {k: v for k, v in r.items() if k != "case"} for r in rows}})
         _write_csv(tmp / f"{MANIFEST}.csv", rows)
@@ -212,13 +218,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--n_lesions", type=int, nargs=2, default=(2, 6), metavar=("MIN", "MAX"))
     p.add_argument("--contrast", type=float, nargs=2, default=(0.3, 0.5), metavar=("MIN", "MAX"),
                    help="|relative change| of the lesion level against the local white-matter-ish level")
+    p.add_argument("--blob_radius", type=float, nargs=2, default=(3.0, 9.0), metavar=("MIN", "MAX"),
+                   help="radius range (mm) of generated blobs (used without real masks; 10 25 = tumour-sized)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         make_synthetic_dataset(args.source, args.id, args.name, args.kinds, args.seed, args.raw, args.split,
-                               args.cases, args.limit, args.lesion_masks, tuple(args.n_lesions), tuple(args.contrast))
+                               args.cases, args.limit, args.lesion_masks, tuple(args.n_lesions), tuple(args.contrast),
+                               tuple(args.blob_radius))
     except (InputError, FileNotFoundError, ValueError) as e:
         logger.error("%s", e)
         raise SystemExit(1) from None

@@ -189,9 +189,11 @@ def apply_lesion_intensity(image: np.ndarray, label: np.ndarray, brain: np.ndarr
 def insert_lesions(channels: Sequence[np.ndarray], channel_names: Sequence[str], brain: np.ndarray,
                    reference: sitk.Image, rng: np.random.Generator, components: Optional[Sequence[LesionComponent]],
                    n_range: Tuple[int, int] = (2, 6), contrast_range: Tuple[float, float] = (0.3, 0.5),
-                   white_matter: bool = True) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
-    """Shapes (real components if given, else blobs) + intensity rule on every channel; (channels, label, params).
-    white_matter=False places centres anywhere in the brain (the generator before white-matter placement)."""
+                   white_matter: bool = True, blob_radius_mm: Tuple[float, float] = (3.0, 9.0)
+                   ) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
+    """Shapes (real components if given, else blobs of `blob_radius_mm`) + intensity rule on every channel;
+    (channels, label, params). white_matter=False places centres anywhere in the brain (the generator before
+    white-matter placement)."""
     spacing = reference.GetSpacing()[::-1]
     n = int(rng.integers(n_range[0], n_range[1] + 1))
     region = white_matter_region(channels, channel_names, brain, spacing) if white_matter else None
@@ -201,7 +203,7 @@ def insert_lesions(channels: Sequence[np.ndarray], channel_names: Sequence[str],
         label, records = np.zeros(brain.shape, bool), []
     shape_source = "real_masks"
     if not label.any():   # no real masks, or none fitted into this brain
-        label, records = blob_lesions(brain, spacing, rng, n, region=region)
+        label, records = blob_lesions(brain, spacing, rng, n, radius_mm=blob_radius_mm, region=region)
         shape_source = "blobs"
     n_comp = ndimage.label(label, structure=_CONN)[1]
     magnitudes = rng.uniform(*contrast_range, size=n_comp)
