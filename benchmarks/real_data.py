@@ -304,7 +304,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS),
                    help="runs: METHOD or METHOD:CONFIGURATION (itermask2 defaults to 2d, the others to 3d)")
-    p.add_argument("--epochs", type=int, default=None, help="override the planned epochs (the table then says the recipe was not the planned one)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the planned epochs (the table then says the recipe was not the planned one)")
     p.add_argument("--iterations", type=int, default=None, help="override the planned iterations per epoch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")
