@@ -104,6 +104,10 @@ def convert_ixi_with_holdout(raw: Path, work: Path, n_held_out: int) -> Path:
     return final
 
 
+def has_dataset(raw: Path, dataset_id: int) -> bool:
+    return any(p.name.startswith(f"Dataset{dataset_id:03d}_") for p in raw.iterdir())
+
+
 def prepare_data(args, raw: Path) -> Dict[str, Path]:
     from itermask_auto.dataset_conversion import convert_mslub
     from itermask_auto.dataset_conversion.phantom import write_phantom_dataset
@@ -127,16 +131,16 @@ def prepare_data(args, raw: Path) -> Dict[str, Path]:
     masks = sorted(p for p in masks_dir.glob("*.nii.gz") if not p.name.startswith(MSLUB_TEST_PATIENTS)) \
         if masks_dir.is_dir() else "none"
     train = find_dataset(raw, IXI)
-    if not any(p.name.startswith(f"Dataset{SYNTH:03d}_") for p in raw.iterdir()):
+    if not has_dataset(raw, SYNTH):
         make_synthetic_dataset(train, SYNTH, "SynthLesions", ["lesion"], seed=0, raw_root=raw, split="Ts",
                                lesion_masks=masks)
-    if not any(p.name.startswith(f"Dataset{SYNTH_LARGE:03d}_") for p in raw.iterdir()):
+    if not has_dataset(raw, SYNTH_LARGE):
         make_synthetic_dataset(train, SYNTH_LARGE, "SynthLargeLesions", ["lesion"], seed=0, raw_root=raw, split="Ts",
                                lesion_masks="none", n_lesions=LARGE_N_LESIONS, blob_radius=LARGE_BLOB_RADIUS_MM)
     sets = {"mslub": find_dataset(raw, MSLUB), "healthy": train, "synth_lesions": find_dataset(raw, SYNTH),
             "synth_large": find_dataset(raw, SYNTH_LARGE)}
     if args.artefacts:
-        if not any(p.name.startswith(f"Dataset{ARTEFACTS:03d}_") for p in raw.iterdir()):
+        if not has_dataset(raw, ARTEFACTS):
             cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (train / "imagesTs").glob("*_0000.nii.gz"))[:4]
             make_synthetic_dataset(train, ARTEFACTS, "SynthArtefacts", ["slab", "bias", "spike", "ghosting"],
                                    seed=0, raw_root=raw, split="Ts", cases=cases, lesion_masks="none")
