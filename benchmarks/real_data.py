@@ -15,8 +15,9 @@ ITERMASK_raw/_preprocessed/_results):
    and never reaches planning, training or calibration (144 remain; fold 0 = ~115 train / ~29 validation).
 2. Synthetic lesions on the 16 held-out scans (Dataset101, itermask_synthetic, seed 0) with lesion shapes from the
    MSLUB expert masks of the 27 patients that are not test cases (07, 19, 26 excluded), and large lesions on the
-   same 16 scans (Dataset103: 1-2 generated blobs of radius 10-25 mm, same intensity rule; MS-lesion shapes at 2 mm
-   are 30-140 voxels, which the high-frequency condition lets a network rebuild); --artefacts also makes
+   same 16 scans (Dataset103: 1-2 generated blobs of radius 10-25 mm, same intensity rule; the MS-lesion shapes
+   are 16-160 voxels per scan at 2 mm, small enough for the high-frequency condition to let a network rebuild
+   them). Size only: no mass effect or oedema. --artefacts also makes
    Dataset102 (4 held-out scans x slab/bias/spike/ghosting) scored by detection only.
 3. Plan and preprocess Dataset001 (the configurations the runs need), train fold 0 of each method (unless a final checkpoint with the same
    epochs exists), calibrate on the fold's healthy validation cases.
@@ -47,7 +48,7 @@ logger = logging.getLogger("real_data")
 SHARED = Path(os.environ.get("ITERMASK_SHARED_DATA", REPO.parent / "shared" / "data"))
 BEGIN, END = "<!-- real_data:begin -->", "<!-- real_data:end -->"
 IXI, MSLUB, SYNTH, ARTEFACTS, SYNTH_LARGE = 1, 11, 101, 102, 103
-LARGE_BLOB_RADIUS_MM, LARGE_N_LESIONS = (10.0, 25.0), (1, 2)   # tumour-sized: BraTS whole tumours are ~10-100 ml
+LARGE_BLOB_RADIUS_MM, LARGE_N_LESIONS = (10.0, 25.0), (1, 2)   # tumour-sized: 6-78 ml per scan on the 16 IXI scans
 MSLUB_TEST_PATIENTS = ("patient07", "patient19", "patient26")
 METHODS = ("itermask3d", "oneshot", "ae")
 DEFAULT_CONFIGURATION = {"itermask2": "2d"}   # every other method: 3d
@@ -264,7 +265,8 @@ def machine() -> str:
 def table(args, results: Dict, plans) -> str:
     labels = {"mslub": "MSLUB T1 (expert labels)", "healthy": "IXI held-out healthy",
               "synth_lesions": "IXI held-out + synthetic lesions",
-              "synth_large": "IXI held-out + large synthetic lesions (10-25 mm)",
+              "synth_large": "IXI held-out + large synthetic lesions (blobs, radius {:g}-{:g} mm)".format(
+                  *LARGE_BLOB_RADIUS_MM),
               "artefacts": "IXI held-out + artefacts"}
     planned = f"{plans.training.num_epochs} epochs x {plans.training.iterations_per_epoch} iterations"
     recipe = f"{planned} (as planned)"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ def _load_real_data():
 @pytest.mark.slow
 def test_real_data_benchmark_smoke_writes_every_row_and_resumes(tmp_path, monkeypatch):
     for var in ("ITERMASK_raw", "ITERMASK_preprocessed", "ITERMASK_results"):
-        monkeypatch.delenv(var, raising=False)   # set_roots sets them; monkeypatch restores them afterwards
+        monkeypatch.setenv(var, "unset")   # set_roots overwrites them; monkeypatch then restores (or deletes) them
     real_data = _load_real_data()
+    monkeypatch.setattr(real_data, "SHARED", tmp_path / "no_shared_data")   # blobs everywhere, not the MSLUB masks
     docs_before = (REPO / "docs" / "benchmarks.md").read_text()
     work = tmp_path / "work"
     assert real_data.main(["--smoke", "--methods", "ae", "--work_dir", str(work)]) == 0
@@ -40,3 +42,10 @@ def test_real_data_benchmark_smoke_writes_every_row_and_resumes(tmp_path, monkey
     again = json.loads((work / "real_data_results.json").read_text())["ae_3d"]
     assert again["train_s"] == 0.0 and again["metrics"] == metrics
     assert all(t["predicted_now"] == 0 for t in again["timing"].values())
+    # a work folder from before the large-lesion set: the set is made and only its scans are predicted
+    for old in (*(work / "raw").glob("Dataset103_*"), work / "predictions" / "ae_3d" / "synth_large"):
+        shutil.rmtree(old)
+    assert real_data.main(["--smoke", "--methods", "ae", "--work_dir", str(work)]) == 0
+    upgraded = json.loads((work / "real_data_results.json").read_text())["ae_3d"]
+    assert upgraded["train_s"] == 0.0 and upgraded["timing"]["synth_large"]["predicted_now"] >= 3
+    assert all(t["predicted_now"] == 0 for name, t in upgraded["timing"].items() if name != "synth_large")

@@ -175,6 +175,11 @@ def test_blob_radius_sets_the_lesion_size(phantom_raw):
              for f in (small, large)}
     # a 3-4 mm blob holds a few dozen 2 mm voxels at most, a 12-14 mm one hundreds (less where it leaves the brain)
     assert max(sizes[small]) < 60 and min(sizes[large]) > 150, sizes
+    for bad in ((5.0, 2.0), (0.0, 3.0)):
+        with pytest.raises(ValueError, match="blob radius"):
+            synthetic.make_synthetic_dataset(phantom_raw / "Dataset990_Healthy", 983, "Bad", ["lesion"],
+                                             raw_root=phantom_raw, lesion_masks="none", blob_radius=bad)
+    assert not any(p.name.startswith("Dataset983") for p in phantom_raw.iterdir())
 
 
 def test_cli_and_bad_input(phantom_raw, tmp_path):

@@ -143,12 +143,18 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise ValueError(f"unknown synthetic kind(s) {bad} ({' | '.join(KINDS)})")
+    if not 0 < blob_radius[0] <= blob_radius[1]:
+        raise ValueError(f"blob radius range {blob_radius[0]:g}-{blob_radius[1]:g} mm: need 0 < MIN <= MAX")
     mask_files = find_lesion_masks(lesion_masks) if "lesion" in kinds else []
     components = load_lesion_components(mask_files) if mask_files else None
     if "lesion" in kinds and not components:
         logger.info("no real lesion masks: lesion shapes are generated blobs")
     name = name or f"{src.name.split('_', 1)[1]}_Synthetic"
-    shapes = "real masks" if components else f"blobs of radius {blob_radius[0]:g}-{blob_radius[1]:g} mm"
+    blobs = f"blobs of radius {blob_radius[0]:g}-{blob_radius[1]:g} mm"
+    shapes = f"real masks ({blobs} where none fits a brain)" if components else blobs
+    lesion_params = {"lesion_masks": [str(p) for p in mask_files], "n_lesion_components": len(components or []),
+                     "n_lesions": list(n_lesions), "contrast": list(contrast),
+                     "blob_radius_mm": list(blob_radius)} if "lesion" in kinds else {}
     raw_root.mkdir(parents=True, exist_ok=True)
     rows: List[Dict] = []
     with staged_dataset(raw_root, dataset_id, name) as tmp:
@@ -179,17 +185,16 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
                 logger.info("%s: %s, %d label voxels", out_case, kind, int(label.sum()))
         write_dataset_json(tmp, name, names, 0, len(rows),
                            description=f"synthetic anomalies ({', '.join(kinds)}) on healthy {src.name} "
-                                       f"images{part}, seed {seed}; lesion shapes: "
-                                       f"{shapes}; labelsTs: lesion / slab "
+                                       f"images{part}, seed {seed}; "
+                                       f"{'lesion shapes: ' + shapes + '; ' if 'lesion' in kinds else ''}"
+                                       f"labelsTs: lesion / slab "
                                        f"region, empty for global artefacts (volume-level, see {MANIFEST}.json)",
                            licence=meta.get("licence", "as the source dataset"),
                            reference=f"itermask_auto.evaluation.synthetic from {src.name}",
                            source=str(src))
         write_json(tmp / f"{MANIFEST}.json", {
             "source": str(src), "split": part, "seed": int(seed), "kinds": list(kinds),
-            "lesion_masks": [str(p) for p in mask_files], "n_lesion_components": len(components or []),
-            "n_lesions": list(n_lesions), "contrast": list(contrast),
-            "blob_radius_mm": None if components else list(blob_radius),
+            **lesion_params,
             "label_rule": "lesion/slab: affected brain voxels; bias/spike/ghosting: empty, anomalous at volume level",
             "cases": {r["case"]: {k: v for k, v in r.items() if k != "case"} for r in rows}})
         _write_csv(tmp / f"{MANIFEST}.csv", rows)
