@@ -17,10 +17,10 @@ ITERMASK_raw/_preprocessed/_results):
    MSLUB expert masks of the 27 patients that are not test cases (07, 19, 26 excluded), and large lesions on the
    same 16 scans (Dataset103: 1-2 generated blobs of radius 10-25 mm, same intensity rule; the MS-lesion shapes
    are 16-160 voxels per scan at 2 mm, small enough for the high-frequency condition to let a network rebuild
-   them). Size only: no mass effect or oedema. --artefacts also makes
-   Dataset102 (4 held-out scans x slab/bias/spike/ghosting) scored by detection only.
-3. Plan and preprocess Dataset001 (the configurations the runs need), train fold 0 of each method (unless a final checkpoint with the same
-   epochs exists), calibrate on the fold's healthy validation cases.
+   them). Size only: no mass effect or oedema. --artefacts also makes Dataset102 (4 held-out scans x
+   slab/bias/spike/ghosting) scored by detection only.
+3. Plan and preprocess Dataset001 (the configurations the runs need), train fold 0 of each method (unless a final
+   checkpoint with the same epochs exists), calibrate on the fold's healthy validation cases.
 4. Predict every test set, evaluate with itermask_auto.evaluation (calibrated threshold, never the labels), write
    the table between the real_data markers of docs/benchmarks.md (replaced on rerun).
 --smoke replaces the data by phantoms (tiny, minutes on a CPU) and writes the table to WORK_DIR/benchmarks_smoke.md.

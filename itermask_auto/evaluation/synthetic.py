@@ -31,7 +31,8 @@ import SimpleITK as sitk
 from itermask_auto import paths
 from itermask_auto.dataset_conversion._common import copy_image, image_name, staged_dataset, write_dataset_json
 from itermask_auto.evaluation.synthetic_artifacts import ARTIFACTS
-from itermask_auto.evaluation.synthetic_lesions import LesionComponent, insert_lesions, load_lesion_components
+from itermask_auto.evaluation.synthetic_lesions import (BLOB_RADIUS_MM, LesionComponent, insert_lesions,
+                                                        load_lesion_components)
 from itermask_auto.imageio.errors import InputError
 from itermask_auto.imageio.reader import read_channels
 from itermask_auto.utilities.atomic import atomic_path, write_json
@@ -78,7 +79,7 @@ def case_rng(seed: int, case: str, kind: str) -> np.random.Generator:
 def corrupt(channels: Sequence[np.ndarray], channel_names: Sequence[str], brain: np.ndarray, reference: sitk.Image,
             kind: str, seed: int, case: str, components: Optional[Sequence[LesionComponent]] = None,
             n_lesions: Tuple[int, int] = (2, 6), contrast: Tuple[float, float] = (0.3, 0.5),
-            blob_radius: Tuple[float, float] = (3.0, 9.0)) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
+            blob_radius: Tuple[float, float] = BLOB_RADIUS_MM) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
     """One synthetic case from zyx arrays: (changed channels, voxel label zyx bool, manifest parameters)."""
     if kind not in KINDS:
         raise ValueError(f"unknown synthetic kind '{kind}' ({' | '.join(KINDS)})")
@@ -126,7 +127,7 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
                            split: str = "auto", cases: Optional[Sequence[str]] = None, limit: Optional[int] = None,
                            lesion_masks: Optional[str | Path | Sequence[Path]] = "auto",
                            n_lesions: Tuple[int, int] = (2, 6), contrast: Tuple[float, float] = (0.3, 0.5),
-                           blob_radius: Tuple[float, float] = (3.0, 9.0)) -> Path:
+                           blob_radius: Tuple[float, float] = BLOB_RADIUS_MM) -> Path:
     """Write the synthetic dataset (all-or-nothing) and return its folder; `blob_radius` (mm) sizes the generated
     blobs (lesion_masks='none'; 10-25 mm gives tumour-sized lesions)."""
     raw_root = Path(raw_root) if raw_root is not None else paths.raw_root()
@@ -223,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--n_lesions", type=int, nargs=2, default=(2, 6), metavar=("MIN", "MAX"))
     p.add_argument("--contrast", type=float, nargs=2, default=(0.3, 0.5), metavar=("MIN", "MAX"),
                    help="|relative change| of the lesion level against the local white-matter-ish level")
-    p.add_argument("--blob_radius", type=float, nargs=2, default=(3.0, 9.0), metavar=("MIN", "MAX"),
+    p.add_argument("--blob_radius", type=float, nargs=2, default=BLOB_RADIUS_MM, metavar=("MIN", "MAX"),
                    help="radius range (mm) of generated blobs (used without real masks; 10 25 = tumour-sized)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)

@@ -3,8 +3,9 @@
 Shapes. Real masks (e.g. the 30 MSLUB expert masks, MNI 1 mm) are cut into 26-connected components; a component is
 placed *crudely* in a healthy target: its centroid goes to a random voxel at least `margin_mm` inside the target's
 brain and, when a T1-like channel exists, in white matter (world mm, translation only: no rotation, no scaling),
-and it is resampled onto the target grid (linear, >= 0.5). A placement is kept when >= 90 % of the resampled component lies in the brain; the label is the part
-inside the brain. Without real masks, irregular blobs (an ellipsoid with a smooth random boundary) are generated.
+and it is resampled onto the target grid (linear, >= 0.5). A placement is kept when >= 90 % of the resampled
+component lies in the brain; the label is the part inside the brain. Without real masks, irregular blobs (an
+ellipsoid with a smooth random boundary) are generated.
 White matter = brain voxels whose T1 intensity, smoothed over 2 mm, is at or above the brain's 60th percentile
 (white matter is the brightest tissue on T1). MS lesions sit mostly there; a T1-hypointense lesion dropped into grey
 matter ends near grey-matter intensity (placed anywhere, 22 % of lesions had a local contrast below 0.1, in white
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 HYPO_CHANNELS = ("T1", "T1W", "T1N", "MPRAGE")  # channels where MS lesions are hypointense; T1c/T1POST too
 _CONN = np.ones((3, 3, 3), bool)
+BLOB_RADIUS_MM = (3.0, 9.0)   # default radius range of generated blobs (MS-lesion-like sizes)
 
 
 @dataclass
@@ -124,7 +126,7 @@ def place_components(components: Sequence[LesionComponent], reference: sitk.Imag
 
 
 def blob_lesions(brain: np.ndarray, spacing_zyx: Sequence[float], rng: np.random.Generator, n: int,
-                 radius_mm: Tuple[float, float] = (3.0, 9.0), margin_mm: float = 8.0,
+                 radius_mm: Tuple[float, float] = BLOB_RADIUS_MM, margin_mm: float = 8.0,
                  region: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[Dict]]:
     """n irregular blobs: an anisotropic ellipsoid whose boundary is displaced by smooth noise."""
     spacing = np.asarray(spacing_zyx, float)
@@ -189,7 +191,7 @@ def apply_lesion_intensity(image: np.ndarray, label: np.ndarray, brain: np.ndarr
 def insert_lesions(channels: Sequence[np.ndarray], channel_names: Sequence[str], brain: np.ndarray,
                    reference: sitk.Image, rng: np.random.Generator, components: Optional[Sequence[LesionComponent]],
                    n_range: Tuple[int, int] = (2, 6), contrast_range: Tuple[float, float] = (0.3, 0.5),
-                   white_matter: bool = True, blob_radius_mm: Tuple[float, float] = (3.0, 9.0)
+                   white_matter: bool = True, blob_radius_mm: Tuple[float, float] = BLOB_RADIUS_MM
                    ) -> Tuple[List[np.ndarray], np.ndarray, Dict]:
     """Shapes (real components if given, else blobs of `blob_radius_mm`) + intensity rule on every channel;
     (channels, label, params). white_matter=False places centres anywhere in the brain (the generator before
