@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         t_train = time.perf_counter() - t0
         write_inputs(work / "inputs", args.n, args.size, args.spacing)
         out = work / "predictions"
-        from itermask_auto.inference.predictor import predict_folder
+        from itermask_auto.inference.predict_folder import predict_folder
         sampler = Sampler(out)
         rss_before = rss_mb()
         sampler.start()

@@ -194,7 +194,7 @@ def train(args, method: str, configuration: str) -> tuple[Path, bool, float]:
 
 def predict(args, method: str, configuration: str, sets: Dict[str, Path], out: Path,
             fresh: bool) -> Dict[str, Dict]:
-    from itermask_auto.inference.predictor import predict_folder
+    from itermask_auto.inference.predict_folder import predict_folder
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
     timing = {}

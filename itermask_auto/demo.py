@@ -40,7 +40,7 @@ def run_demo(work_dir: Path, epochs: int, iterations: int) -> int:
     from itermask_auto.training.api import run_training
     fold_dir = run_training(DATASET_ID, "3d", fold=0, device="cpu", epochs=epochs, iterations=iterations)
     logger.info("[3/5] trained and calibrated: %s (%.0f s so far)", fold_dir, time.time() - t0)
-    from itermask_auto.inference.predictor import predict_folder
+    from itermask_auto.inference.predict_folder import predict_folder
     out = work_dir / "predictions"
     predict_folder(raw / "imagesTs", out, DATASET_ID, "3d", 0, device="cpu")
     logger.info("[4/5] predictions: %s (%.0f s so far)", out, time.time() - t0)

@@ -51,7 +51,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.dataset and not args.model_dir:
         build_parser().error("give -d DATASET (or -model_dir FOLD_DIR)")
-    from itermask_auto.inference.predictor import predict_folder
+    from itermask_auto.inference.predict_folder import predict_folder
     from itermask_auto.utilities.atomic import check_writable_folder, remove_stale_temporaries
     try:
         check_writable_folder(args.output)  # before the model loads: fail in a second, not after a case
