@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -39,8 +39,9 @@ class NetworkReconstructor:
 
     def __init__(self, network: torch.nn.Module, data: np.ndarray, hf: np.ndarray, patch_size: Sequence[int],
                  step: float, batch_size: int, device: torch.device, amp: str, seed: int = NOISE_SEED,
-                 slice_axis: Optional[int] = None):
+                 slice_axis: Optional[int] = None, on_pass: Optional[Callable[[int], None]] = None):
         self.network, self.data, self.hf, self.slice_axis = network, data, hf, slice_axis  # slice_axis: 2d config
+        self.on_pass = on_pass  # called with the pass count after every network pass (progress display)
         self.patch_size, self.step, self.batch_size = list(patch_size), step, batch_size
         self.device, self.amp, self.seed = device, amp, seed
         self.passes = 0
@@ -57,6 +58,8 @@ class NetworkReconstructor:
                                           self.batch_size, self.device, self.amp, generator, needed=needed)
         self.passes += 1
         self.windows += n
+        if self.on_pass is not None:
+            self.on_pass(self.passes)
         return recon
 
 
@@ -88,6 +91,7 @@ class Predictor:
         self.amp = amp or plans.training.mixed_precision
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else max(1, self.config.batch_size))
         self.calibration = calibration
+        self.on_pass: Optional[Callable[[int], None]] = None  # progress hook: called after every network pass
 
     @classmethod
     def from_model_folder(cls, fold_dir: str | Path, device: str = "cpu", checkpoint: str = "checkpoint_final.pth",
@@ -118,7 +122,8 @@ class Predictor:
                       network: Optional[torch.nn.Module] = None) -> NetworkReconstructor:
         slice_axis = self.config.slice_axis if len(self.config.patch_size) == 2 and data.ndim == 4 else None
         return NetworkReconstructor(network or self.network, data, hf, self.config.patch_size, plan.tile_step_size,
-                                    self.batch_size, self.device, self.amp, slice_axis=slice_axis)
+                                    self.batch_size, self.device, self.amp, slice_axis=slice_axis,
+                                    on_pass=self.on_pass)
 
     def infer(self, data: np.ndarray, hf: np.ndarray, brain_mask: np.ndarray, keep_masks: bool = False,
               inference_plan: Optional[InferencePlan] = None) -> tuple[InferenceResult, Dict]:
