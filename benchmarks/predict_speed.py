@@ -24,8 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without `pip install -e .`
 from itermask_auto.experiment_planning.plans import Plans
-from itermask_auto.inference.iterative import REFERENCE_SWEEP, itermask3d, sweep_schedule
-from itermask_auto.inference.predictor import NetworkReconstructor, Predictor
+from itermask_auto.inference.predictor import Predictor
+from itermask_auto.methods.itermask3d.procedure import itermask3d, sweep_schedule
+from itermask_auto.methods.masked_reconstruction.procedures import REFERENCE_SWEEP
+from itermask_auto.methods.masked_reconstruction.reconstruct import NetworkReconstructor
 from itermask_auto.preprocessing.preprocessor import preprocess_case
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +57,7 @@ def load(args, device: str) -> tuple[Predictor, str]:
 
 
 def run(pred: Predictor, data, hf, brain, i_values, budget_s: float, est_s_per_window: float | None):
-    plan = pred.effective_plan()  # the calibrated γ of a trained model, if it has one
+    plan = pred.spec.effective_plan(pred)  # the calibrated γ of a trained model, if it has one
     rec = NetworkReconstructor(pred.network, data, hf, pred.config.patch_size, plan.tile_step_size,
                                pred.batch_size, pred.device, pred.amp)
     if est_s_per_window is not None:

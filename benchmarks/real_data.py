@@ -174,7 +174,7 @@ def train(args, method: str, configuration: str) -> tuple[Path, bool, float]:
     from itermask_auto.experiment_planning.plans import PLANS_FILE, Plans
     from itermask_auto.paths import preprocessed_root
     from itermask_auto.training.api import run_training
-    from itermask_auto.training.model_folder import model_folder
+    from itermask_auto.training.checkpoint import model_folder
     from itermask_auto.utilities.dataset import find_dataset
     ds = find_dataset(preprocessed_root(), IXI)
     plans = Plans.load(ds / PLANS_FILE)

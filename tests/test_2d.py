@@ -10,10 +10,11 @@ import SimpleITK as sitk
 import torch
 
 from itermask_auto.experiment_planning.plans import InferencePlan, Plans
-from itermask_auto.inference.itermask2 import initial_mask, itermask2
-from itermask_auto.inference.itermask2_calibration import random_training_mask
+from itermask_auto.methods.itermask2.procedure import initial_mask, itermask2
+from itermask_auto.methods.itermask2.calibration import random_training_mask
 from itermask_auto.inference.sliding_window import reconstruct_volume
-from itermask_auto.inference.slicewise import HFOnly, reconstruct_slicewise
+from itermask_auto.inference.slicewise import reconstruct_slicewise
+from itermask_auto.methods.itermask2.first_iter import HFOnly
 import trainer_fixtures
 from trainer_fixtures import make_plans
 
@@ -200,7 +201,7 @@ def test_cli_2d_itermask2_end_to_end(aniso_dataset, tmp_path):
     # the same 2-D masked autoencoder also runs the IterMask3D procedure slice-wise (-c 2d -m itermask3d)
     from itermask_auto.inference.predictor import Predictor
     from itermask_auto.preprocessing.storage import list_preprocessed_cases, load_case
-    from itermask_auto.training.model_folder import load_trained_model
+    from itermask_auto.training.checkpoint import load_trained_model
     network, plans, configuration, _ = load_trained_model(fold)
     data_dir = root / "preprocessed" / raw.name / plans.configuration("2d").data_identifier
     data, hf, brain, _ = load_case(data_dir, list_preprocessed_cases(data_dir)[0])
@@ -212,7 +213,7 @@ def test_cli_2d_itermask2_end_to_end(aniso_dataset, tmp_path):
 def test_itermask2_predictor_runs_in_3d_too():
     """-c 3d -m itermask2: the same two-network procedure with 3-D sliding windows (untrained tiny networks)."""
     from itermask_auto.inference.predictor import Predictor
-    from itermask_auto.training.first_iter import first_iter_configuration
+    from itermask_auto.methods.itermask2.first_iter import first_iter_configuration
     from itermask_auto.training.network import build_network
     plans = make_plans(patch=(16, 32, 32), features=(4, 8))
     torch.manual_seed(0)
@@ -221,8 +222,8 @@ def test_itermask2_predictor_runs_in_3d_too():
     assert first_iter_configuration(config).network.input_channels == 1 and config.network.input_channels == 2
     image, _, brain, _ = _synthetic_case()
     hf = image - image.mean()
-    predictor = Predictor(ae, plans, "3d", "itermask2", calibration={"itermask2_tau": 0.5},
-                          first_iter_network=first)
+    predictor = Predictor({"reconstruction": ae, "first_iter": first}, plans, "3d", "itermask2",
+                          calibration={"itermask2_tau": 0.5})
     result, stats = predictor.infer(image, hf, brain, keep_masks=True)
     assert result.procedure == "itermask2" and result.tau == 0.5 and stats["network_passes"] == result.passes >= 2
     assert abs(result.masks[1].sum() - 0.6 * brain.sum()) <= 1 and result.anomaly_map.shape == brain.shape

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from itermask_auto.experiment_planning.plans import InferencePlan
-from itermask_auto.inference.iterative import (REFERENCE_SWEEP, itermask3d, oneshot, plain, run_inference,
-                                               squared_error, sweep_schedule)
-from itermask_auto.inference.threshold_fit import choose_threshold, fit_tan
+from itermask_auto.methods.itermask3d.method import IterMask3D
+from itermask_auto.methods.itermask3d.procedure import itermask3d, sweep_schedule
+from itermask_auto.methods.masked_reconstruction.procedures import REFERENCE_SWEEP, oneshot, plain, squared_error
+from itermask_auto.methods.masked_reconstruction.threshold_fit import choose_threshold, fit_tan
 
 SHAPE = (40, 44, 40)
 
@@ -85,10 +86,16 @@ def test_reference_schedule_agrees():
     assert abs(taus["planned"] - taus["reference"]) < 0.35 * taus["reference"], taus
 
 
+class _Calibrated:
+    """A predictor stand-in holding only a calibrated itermask2 τ."""
+    def __init__(self, tau):
+        self.calibration = {"itermask2_tau": tau}
+
+
 def test_itermask2_mode_uses_given_tau():
     image, healthy, brain, lesion = _phantom(True)
     rec, calls = _oracle(image, healthy)
-    res = run_inference("iterative", rec, image, brain, InferencePlan(mode="itermask2"), calibrated_tau=0.2)
+    res = IterMask3D()._run(_Calibrated(0.2), image, None, brain, InferencePlan(mode="itermask2"), reconstruct=rec)
     assert res.tau == 0.2 and res.procedure == "itermask2" and not res.sweep_t
     assert calls[0].sum() == brain.sum()           # starts from the whole brain
     assert _dice(res.final_mask, lesion) > 0.7
@@ -104,7 +111,7 @@ def test_oneshot_and_plain():
     assert calls[-1].sum() == 0 and r2.passes == 1
     assert np.array_equal(r2.anomaly_map, squared_error(image, image, brain))  # oracle copies unmasked input
     with pytest.raises(ValueError):
-        run_inference("nonsense", rec, image, brain, InferencePlan())
+        IterMask3D()._run(_Calibrated(0.2), image, None, brain, InferencePlan(mode="nonsense"), reconstruct=rec)
 
 
 def test_channel_rule_is_mean():

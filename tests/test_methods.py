@@ -7,7 +7,7 @@ import torch
 
 from itermask_auto.methods.registry import METHODS, get_method
 from itermask_auto.training import api
-from itermask_auto.training.model_folder import load_checkpoint, load_trained_model
+from itermask_auto.training.checkpoint import load_checkpoint, load_trained_model
 from itermask_auto.training.network import PlainConvAutoencoder, build_network, count_parameters
 from trainer_fixtures import make_plans, make_preprocessed_phantom_dataset
 

@@ -13,8 +13,9 @@ import trainer_fixtures
 
 from itermask_auto.experiment_planning.plans import InferencePlan
 from itermask_auto.imageio.errors import InputError
-from itermask_auto.inference.iterative import squared_error
-from itermask_auto.inference.itermask2 import itermask2
+from itermask_auto.methods.masked_reconstruction.procedures import squared_error
+from itermask_auto.methods.masked_reconstruction.reconstruct import reconstructor
+from itermask_auto.methods.itermask2.procedure import itermask2
 from itermask_auto.utilities.frequency import high_frequency
 
 SEQUENCES = ("T1", "T2", "FLAIR")
@@ -62,7 +63,7 @@ def test_all_channels_reconstructed_and_predicted(trained_ms):
     from itermask_auto.inference.predictor import Predictor
     _, raw, _, fold = trained_ms
     predictor = Predictor.from_model_folder(fold)
-    assert predictor.first_iter_network.encoder.stages[0][0].convs[0].conv.in_channels == 3
+    assert predictor.networks["first_iter"].encoder.stages[0][0].convs[0].conv.in_channels == 3
     assert predictor.network.encoder.stages[0][0].convs[0].conv.in_channels == 6
     files = sorted((raw / "imagesTs").glob("phantom_lesion_000_*.nii.gz"))
     assert [f.name[-11:-7] for f in files] == ["0000", "0001", "0002"]
@@ -73,7 +74,7 @@ def test_all_channels_reconstructed_and_predicted(trained_ms):
     assert pred.summary["procedure"] == "itermask2" and np.isfinite(pred.anomaly).all()
     from itermask_auto.preprocessing.preprocessor import preprocess_case
     data, hf, brain, _ = preprocess_case(files, predictor.plans, "2d", raw / "masksTs" / "phantom_lesion_000.nii.gz")
-    recon = predictor.reconstructor(data, hf, predictor.plans.inference)(brain)
+    recon = reconstructor(predictor, data, hf, predictor.plans.inference)(brain)
     assert recon.shape == data.shape and not np.allclose(recon[:, brain], data[:, brain])
 
 

@@ -17,7 +17,7 @@ pytest.importorskip("itermask_auto.training.api")
 pytest.importorskip("itermask_auto.preprocessing.preprocessor")
 phantom = pytest.importorskip("itermask_auto.dataset_conversion.phantom")
 
-from itermask_auto.inference.calibration import calibrate_model_folder  # noqa: E402
+from itermask_auto.calibration.calibrate import calibrate_model_folder  # noqa: E402
 from itermask_auto.inference.cli import main  # noqa: E402
 from itermask_auto.inference.predictor import Predictor  # noqa: E402
 
@@ -162,7 +162,7 @@ def test_predictions_are_deterministic_on_cpu(trained, tmp_path):
 def test_oneshot_method_is_one_pass(trained, tmp_path):
     """The registry's `oneshot` ablation shares the network and runs one whole-brain-masked pass."""
     from itermask_auto.methods.registry import get_method
-    from itermask_auto.training.model_folder import load_trained_model
+    from itermask_auto.training.checkpoint import load_trained_model
     _, _, fold_dir, _ = trained
     assert get_method("oneshot").inference == "oneshot"
     network, plans, configuration, _ = load_trained_model(fold_dir)

@@ -17,7 +17,7 @@ from itermask_auto.methods.registry import get_method
 from itermask_auto.training import api
 from itermask_auto.training.cli import main as cli_main
 from itermask_auto.training.data import CaseStore, PatchSampler, crop_padded
-from itermask_auto.training.model_folder import load_checkpoint, load_trained_model, model_folder
+from itermask_auto.training.checkpoint import load_checkpoint, load_trained_model, model_folder
 from itermask_auto.training.splits import load_or_create_splits, make_splits
 from itermask_auto.training.trainer import Trainer
 from trainer_fixtures import make_preprocessed_phantom_dataset
@@ -145,7 +145,7 @@ def test_no_lesion_label_or_raw_file_is_opened(roots, monkeypatch):
     for module, attr in ((builtins, "open"), (io, "open"), (np, "load"), (sitk, "ReadImage"), (nibabel, "load")):
         monkeypatch.setattr(module, attr, wrap(getattr(module, attr)))
     calls = []
-    monkeypatch.setattr(api, "calibrate", lambda fold_dir, device: calls.append((fold_dir, device)))
+    monkeypatch.setattr(api, "calibrate", lambda fold_dir, device, **kw: calls.append((fold_dir, device)))
     fold_dir = api.run_training(990, "3d", 2, epochs=1, iterations=2, num_threads=1)
     assert calls == [(fold_dir, "cpu")]  # calibration is wired after training
     api.run_training(990, "3d", 2, calibrate_only=True, num_threads=1)

@@ -161,7 +161,7 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
         "normalization": "z-score inside the brain, mean/std from voxels between its 0.5/99.5 percentiles, "
                          "values clipped at ±8 std; background -3 (IterMask2's background level)",
     })
-    return Plans(
+    plans = Plans(
         dataset_name=dataset_name, plans_name=plans_name, channel_names=dict(dataset_json["channel_names"]),
         file_ending=dataset_json["file_ending"], normalization=NormalizationPlan(),
         hf_radius_cycles_per_mm=round(hf_radius, 6),
@@ -170,3 +170,12 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
         training=training, inference=InferencePlan(sweep_steps=8, max_shrink_passes=6),
         calibration=CalibrationPlan(alpha=0.01), configurations=configs, default_configuration=default,
         anisotropy_ratio=round(ratio, 4), profile=profile, rules=rules)
+    plans.method_plans = plan_methods(plans)
+    return plans
+
+
+def plan_methods(plans: Plans) -> Dict[str, Dict[str, Any]]:
+    """Each registered method's own planned parameters (Method.default_plan), written into the plan so that a
+    person can read and edit them; methods without parameters of their own are left out."""
+    from itermask_auto.methods.registry import METHODS   # the methods import torch: only when planning
+    return {name: planned for name, method in sorted(METHODS.items()) if (planned := method.default_plan(plans))}

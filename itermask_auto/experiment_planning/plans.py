@@ -128,6 +128,8 @@ class Plans:
     anisotropy_ratio: float          # max/min target spacing; > 3 makes 2d the default
     profile: str = "cpu"             # "cpu" | "gpu": the hardware profile the plan was made for
     rules: Dict[str, str] = field(default_factory=dict)  # planned key -> rule that produced it
+    # each method's own planned parameters (methods/<name>/: Method.default_plan), editable like the rest
+    method_plans: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def num_channels(self) -> int:

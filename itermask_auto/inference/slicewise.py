@@ -75,15 +75,3 @@ def reconstruct_slicewise(network: torch.nn.Module, image, hf, mask, patch_size:
     out = image_s.clone()
     out[:, covered] = recon[:, covered] / weight[covered]
     return torch.movedim(out, 1, slice_axis + 1).contiguous().numpy(), len(todo)
-
-
-class HFOnly(torch.nn.Module):
-    """Feeds a first-iteration network (input = the C high-frequency channels) from the usual 2C-channel
-    masked input `[masked image, hf]`, so the same sliding windows serve both IterMask2 networks."""
-
-    def __init__(self, network: torch.nn.Module, n_channels: int):
-        super().__init__()
-        self.network, self.n_channels = network, int(n_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x[:, self.n_channels:])

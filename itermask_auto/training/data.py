@@ -8,11 +8,12 @@ augmented image itself (the network must reproduce what it is shown), so target 
 only moved, never recomputed. The blob mask is drawn last, on the augmented brain mask."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -131,32 +132,71 @@ def build_augmentation(config: ConfigurationPlan, plans: Plans) -> ComposeTransf
     return ComposeTransforms(transforms)
 
 
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of the sample with global index `index` (a 63-bit int): independent of ranks, workers, restarts."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """batchgeneratorsv2 draws from numpy's and torch's global generators: seed both for one sample, and give the
+    caller's streams back afterwards."""
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        np.random.seed(seed % 2 ** 32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+def slice_brain_centre(brain_slice: np.ndarray) -> Tuple[int, ...]:
+    """Centre of the brain's bounding box in a 2-D slice (a whole-slice patch sees all of that slice's brain)."""
+    idx = np.nonzero(brain_slice)
+    return tuple(int((a.min() + a.max() + 1) // 2) for a in idx)
+
+
 class PatchSampler:
-    """Infinite source of batches {"image", "hf": (B, C, *patch) float32, "mask", "brain": (B, *patch) bool}."""
+    """Infinite source of batches {"image", "hf": (B, C, *patch) float32, "mask", "brain": (B, *patch) bool,
+    "seed": (B,) int64}.
+
+    Batch n holds the samples with global indices n·global_batch + offset + j (j < batch_size): on rank r of W
+    ranks, offset = r·batch_size and global_batch = W·batch_size, so the ranks together draw exactly the
+    samples one rank would draw with the global batch. Every sample is drawn from its own seed (`sample_seed`),
+    so the stream does not depend on ranks, data workers or restarts; `next_index` is the next batch number."""
 
     def __init__(self, store: CaseStore, case_ids: Sequence[str], plans: Plans, configuration: str,
-                 mask_kind: str, batch_size: int, augment: bool, seed: int):
+                 mask_kind: str, batch_size: int, augment: bool, seed: int, patch_centre: str = "brain_voxel",
+                 offset: int = 0, global_batch: Optional[int] = None):
         self.store, self.case_ids = store, list(case_ids)
         self.config = plans.configuration(configuration)
         self.plans, self.mask_kind, self.batch_size, self.augment = plans, mask_kind, batch_size, augment
+        self.seed, self.offset = int(seed), int(offset)
+        self.global_batch = int(global_batch or batch_size)
+        self.next_index, self.index_step = 0, 1
+        if patch_centre not in ("brain_voxel", "slice_centre"):
+            raise ValueError(f"unknown patch_centre '{patch_centre}' (brain_voxel | slice_centre)")
+        self.patch_centre = patch_centre
         self.dim = len(self.config.patch_size)
         self.slice_axis = self.config.slice_axis if self.dim == 2 else None
         self.spacing = [s for a, s in enumerate(self.config.spacing) if a != self.slice_axis]
         self.background = float(plans.normalization.background_value)
-        self.rng = np.random.default_rng(seed)
         tp = plans.training
         self.crop_size = augmentation_crop_size(self.config.patch_size, tp.rotation_degrees,
                                                 max(tp.scaling_range)) if augment else list(self.config.patch_size)
         self.transforms = build_augmentation(self.config, plans) if augment else None
 
-    def _sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        case = self.store.get(self.case_ids[self.rng.integers(len(self.case_ids))])
-        centre = np.unravel_index(case.brain_idx[self.rng.integers(case.brain_idx.size)], case.brain.shape)
+    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        case = self.store.get(self.case_ids[rng.integers(len(self.case_ids))])
+        centre = np.unravel_index(case.brain_idx[rng.integers(case.brain_idx.size)], case.brain.shape)
         data, hf, brain = case.data, case.hf, case.brain[None]
         if self.slice_axis is not None:  # the slice through the centre voxel across the plan's slice axis
             cut = (slice(None),) * (self.slice_axis + 1) + (centre[self.slice_axis],)
             data, hf, brain = data[cut], hf[cut], brain[cut]
             centre = tuple(c for a, c in enumerate(centre) if a != self.slice_axis)
+            if self.patch_centre == "slice_centre":
+                centre = slice_brain_centre(brain[0])
         image = crop_padded(data, centre, self.crop_size, self.background)
         hf = crop_padded(hf, centre, self.crop_size, 0.0)
         brain = crop_padded(brain, centre, self.crop_size, False)
@@ -169,13 +209,25 @@ class PatchSampler:
             image = out["image"].numpy() + self.background
             image[:, ~brain[0]] = self.background
             hf = out["regression_target"].numpy()
-        mask = training_mask(brain[0], self.spacing, self.plans.training_masks, self.rng, self.mask_kind)
+        mask = training_mask(brain[0], self.spacing, self.plans.training_masks, rng, self.mask_kind)
         return image.astype(np.float32, copy=False), hf.astype(np.float32, copy=False), mask, brain[0]
 
+    def batch(self, n: int) -> Dict[str, torch.Tensor]:
+        """Batch number n (this sampler's share of it)."""
+        seeds = [sample_seed(self.seed, n * self.global_batch + self.offset + j) for j in range(self.batch_size)]
+        samples = []
+        for s in seeds:
+            with seeded_global_rngs(s):
+                samples.append(self._sample(np.random.default_rng(s)))
+        out = {key: torch.from_numpy(np.ascontiguousarray(np.stack([smp[i] for smp in samples])))
+               for i, key in enumerate(("image", "hf", "mask", "brain"))}
+        out["seed"] = torch.tensor(seeds, dtype=torch.int64)
+        return out
+
     def next_batch(self) -> Dict[str, torch.Tensor]:
-        samples = [self._sample() for _ in range(self.batch_size)]
-        return {key: torch.from_numpy(np.ascontiguousarray(np.stack([s[i] for s in samples])))
-                for i, key in enumerate(("image", "hf", "mask", "brain"))}
+        batch = self.batch(self.next_index)
+        self.next_index += self.index_step
+        return batch
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         while True:
@@ -191,16 +243,18 @@ class _WorkerDataset(torch.utils.data.IterableDataset):
 
 
 def _init_worker(_: int) -> None:
+    """Worker w of W makes batches start + w, start + w + W, ...: the DataLoader takes them round-robin, so the
+    stream is the same as in-process."""
     info = torch.utils.data.get_worker_info()
-    seed = info.seed % 2 ** 32   # derived from the main process' torch RNG, distinct per worker
-    np.random.seed(seed)
-    info.dataset.sampler.rng = np.random.default_rng(seed)
+    sampler = info.dataset.sampler
+    sampler.next_index += info.id
+    sampler.index_step = info.num_workers
     torch.set_num_threads(1)
 
 
 def make_loader(sampler: PatchSampler, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Dict]:
-    """Infinite batch iterator: in-process for num_workers=0 (deterministic), else torch DataLoader workers
-    (2 batches prefetched per worker, so memory stays bounded)."""
+    """Infinite batch iterator from batch number sampler.next_index: in-process for num_workers=0, else torch
+    DataLoader workers (2 batches prefetched per worker, so memory stays bounded); the same batches either way."""
     if num_workers <= 0:
         return iter(sampler)
     # fork shares the in-memory cases copy-on-write instead of pickling them into every worker

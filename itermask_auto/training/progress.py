@@ -18,16 +18,18 @@ def new_history() -> Dict[str, List[float]]:
     return {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "epoch_time": []}
 
 
-def save_progress_plot(history: Dict[str, List[float]], path: Path) -> None:
+def save_progress_plot(history: Dict[str, List[float]], path: Path,
+                       validation_label: str = "masked-region MSE") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = history["epoch"]
     fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
-    axes[0].plot(epochs, history["train_loss"], "b-", label="train loss (MSE)")
-    axes[0].plot(epochs, history["val_loss"], "r-", label="validation: masked-region MSE")
-    axes[0].set_yscale("log")
+    axes[0].plot(epochs, history["train_loss"], "b-", label="train loss")
+    axes[0].plot(epochs, history["val_loss"], "r-", label=f"validation: {validation_label}")
+    values = [v for v in history["train_loss"] + history["val_loss"] if v == v]
+    axes[0].set_yscale("log" if values and min(values) > 0 else "symlog")  # some methods' losses go negative
     axes[0].legend()
     axes[1].plot(epochs, history["lr"], "g-", label="learning rate")
     axes[1].legend()
@@ -41,9 +43,13 @@ def save_progress_plot(history: Dict[str, List[float]], path: Path) -> None:
 
 
 @contextlib.contextmanager
-def file_logging(fold_dir: Path, level: int = logging.INFO) -> Iterator[Path]:
-    """Append the package's log records to fold_dir/training_log.txt while the block runs."""
+def file_logging(fold_dir: Path, level: int = logging.INFO, enabled: bool = True) -> Iterator[Path]:
+    """Append the package's log records to fold_dir/training_log.txt while the block runs (enabled=False: no
+    file, e.g. on every rank but 0)."""
     path = Path(fold_dir) / LOG_FILE
+    if not enabled:
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setLevel(level)

@@ -9,13 +9,16 @@ import torch
 
 
 def masked_network_input(image: torch.Tensor, hf: torch.Tensor, mask: torch.Tensor,
-                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """image, hf: (B, C, *spatial); mask: (B, 1, *spatial) or (B, *spatial), bool or {0,1}.
+                         generator: Optional[torch.Generator] = None,
+                         noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """image, hf: (B, C, *spatial); mask: (B, 1, *spatial) or (B, *spatial), bool or {0,1}; noise: ε (shape of
+    image) when the caller draws it (training: each sample from its own seed), else drawn from `generator`.
 
     Returns (B, 2C, *spatial): masked image channels then high-frequency channels."""
     if mask.dim() == image.dim() - 1:
         mask = mask.unsqueeze(1)
     mask = mask.to(image.dtype)
-    noise_device = generator.device if generator is not None else image.device
-    noise = torch.randn(image.shape, generator=generator, dtype=image.dtype, device=noise_device).to(image.device)
-    return torch.cat([image * (1 - mask) + noise * mask, hf], dim=1)
+    if noise is None:
+        noise_device = generator.device if generator is not None else image.device
+        noise = torch.randn(image.shape, generator=generator, dtype=image.dtype, device=noise_device)
+    return torch.cat([image * (1 - mask) + noise.to(image.device, image.dtype) * mask, hf], dim=1)

@@ -7,7 +7,7 @@
    outside M), M ← {e > τ} ∩ M; stop when |M| changes by < convergence_tolerance (1 %), the mask is empty, or
    after max_shrink_passes.
 τ is the calibrated one (calibration.json `itermask2_tau`: the `itermask2_tau_percentile` (80th) percentile of
-the masked error under random training masks on healthy validation cases, `itermask2_calibration.py`).
+the masked error under random training masks on healthy validation cases, `calibration.py`).
 
 Anomaly map: a voxel of M₁ keeps its error from the last pass in which it was still masked (as IterMask3D's
 shrink), so the final mask == {map > τ}; a voxel left out of M₁ keeps min(e₀, τ) — ranked by the first
@@ -20,7 +20,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from itermask_auto.experiment_planning.plans import InferencePlan
-from itermask_auto.inference.iterative import InferenceResult, Reconstruct, _finish, shrink, squared_error
+from itermask_auto.inference.result import InferenceResult, finish
+from itermask_auto.methods.masked_reconstruction.procedures import Reconstruct, shrink, squared_error
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def itermask2(reconstruct: Reconstruct, first_iteration: FirstIteration, image: 
     amap = np.where(m1, sh.anomaly_map, np.minimum(e0, np.float32(tau))).astype(np.float32)
     amap[~brain] = 0
     masks = ([brain.copy()] + sh.masks) if keep_masks else []
-    return _finish(InferenceResult(
+    return finish(InferenceResult(
         anomaly_map=amap, final_mask=sh.mask, tau=float(tau), procedure="itermask2", passes=passes + sh.passes,
         first_error=e0, shrink_iterations=sh.iterations, masks=masks,
         fit={"method": "itermask2", "initial_mask_fraction": plan.initial_mask_fraction,

@@ -1,0 +1,90 @@
+"""IterMask3D (Liang et al., MedIA 2026): masked reconstruction with a per-subject threshold from the sweep's
+knee and an iteratively shrinking mask. Training is the family's (blob masks); inference is `procedure.py`;
+its knee slope γ is calibrated on the healthy validation cases (`gamma.py`)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+from itermask_auto.inference.result import InferenceResult
+from itermask_auto.methods.itermask3d.gamma import calibrate_gamma
+from itermask_auto.methods.itermask3d.procedure import itermask3d, sweep, sweep_schedule
+from itermask_auto.methods.masked_reconstruction.method import MaskedReconstruction
+
+logger = logging.getLogger(__name__)
+
+
+class IterMask3D(MaskedReconstruction):
+    name = "itermask3d"
+    description = "IterMask3D: masked reconstruction with iterative mask shrinking"
+    inference = "iterative"
+
+    def _run(self, predictor, data, hf, brain, plan, keep_masks=False, sweep_result=None,
+             reconstruct=None) -> InferenceResult:
+        """The procedure with the plan's mode: "itermask3d" (per-subject τ from the sweep) or "itermask2" (the
+        calibrated τ, shrink only). `reconstruct` replaces the network (tests)."""
+        tau = None
+        if plan.mode == "itermask2":   # τ from calibration, shrink only
+            tau = (predictor.calibration or {}).get("itermask2_tau")
+            if tau is None:
+                logger.warning("itermask2 mode needs calibration.json: falling back to the per-subject sweep")
+        elif plan.mode != "itermask3d":
+            raise ValueError(f"unknown inference mode '{plan.mode}' (itermask3d | itermask2)")
+        rec = reconstruct or self.reconstructor(predictor, data, hf, plan)
+        result = itermask3d(rec, data, brain.astype(bool), plan, tau=tau, keep_masks=keep_masks,
+                            sweep_result=sweep_result)
+        result.windows = getattr(rec, "windows", 0)
+        return result
+
+    def infer(self, predictor, data, hf, brain, keep_masks: bool = False) -> InferenceResult:
+        return self._run(predictor, data, hf, brain, self.effective_plan(predictor), keep_masks)
+
+    def segment(self, predictor, result: InferenceResult, brain: np.ndarray) -> Tuple[np.ndarray, str]:
+        cal, plans = predictor.calibration, predictor.plans
+        if cal is None:
+            return result.final_mask.astype(np.uint8), "per-subject tau final mask (no calibration.json)"
+        if result.procedure == "itermask2":
+            return result.final_mask.astype(np.uint8), "final mask with calibrated itermask2 tau"
+        if (plans.inference.segmentation == "final_mask" and cal.get("gamma") is not None
+                and plans.inference.gamma_rule == "calibrated"):
+            return result.final_mask.astype(np.uint8), "IterMask3D final mask (per-subject tau, calibrated gamma)"
+        return super().segment(predictor, result, brain)
+
+    # ---- calibration: γ from the healthy validation cases' own sweeps ----------------------------------------
+    def _calibration_plan(self, predictor):
+        # calibration must not depend on the τ or γ it is computing
+        return dataclasses.replace(predictor.plans.inference, mode="itermask3d")
+
+    def calibrate(self, predictor, context) -> Dict[str, Any]:
+        plan = self._calibration_plan(predictor)
+        if plan.gamma_rule != "calibrated":
+            return {"inference_mode": plan.mode}
+        schedule = sweep_schedule(plan.sweep_steps, plan.sweep_max_percent)
+        alpha = predictor.plans.calibration.alpha
+        curves = {}
+        for case in context.progress(context.my_cases, "calibration sweep"):
+            data, hf, brain, _ = context.load(case)
+            start, rec = time.perf_counter(), self.reconstructor(predictor, data, hf, plan)
+            s = sweep(rec, data, brain, schedule)
+            context.state[case] = (s, time.perf_counter() - start)
+            curves[case] = {"i": s.i.tolist(), "t": s.t.tolist(),
+                            "target": float(np.quantile(s.first_error[brain], 1 - alpha))}
+        curves = context.gather(curves)
+        gamma, per_case = calibrate_gamma(curves, plan, predictor.plans.calibration.gamma_case_quantile)
+        logger.info("calibrated gamma %.4g (reference %.4g; per-case median %.4g)", gamma, plan.gamma,
+                    float(np.median(list(per_case.values()))))
+        return {"inference_mode": plan.mode, "gamma": gamma, "gamma_reference": plan.gamma, "gamma_per_case": per_case,
+                "gamma_case_quantile": predictor.plans.calibration.gamma_case_quantile,
+                "gamma_target": f"per-case {1 - alpha:g} quantile of whole-brain-masked error"}
+
+    def calibration_infer(self, predictor, case, data, hf, brain, context) -> InferenceResult:
+        plan = self.effective_plan(predictor, self._calibration_plan(predictor))
+        swept = context.state.pop(case, None)
+        result = self._run(predictor, data, hf, brain, plan, sweep_result=swept[0] if swept else None)
+        if swept:
+            context.extra_seconds[case] = swept[1]
+        return result

@@ -1,0 +1,93 @@
+"""IterMask3D's inference over a `reconstruct(mask, needed=None) -> recon` callable (testable without a network):
+sweep (per-subject τ from the t(i) curve) then shrink; with a calibrated τ (plan mode "itermask2") the sweep is
+skipped and the mask shrinks from the whole brain.
+
+Anomaly map: per volume, never normalised across volumes; each brain voxel keeps its error in the last shrink
+pass in which it was still masked, so final mask == {map > τ}."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from itermask_auto.experiment_planning.plans import InferencePlan
+from itermask_auto.inference.result import InferenceResult, finish
+from itermask_auto.methods.masked_reconstruction.threshold_fit import ThresholdFit, choose_threshold
+from itermask_auto.methods.masked_reconstruction.procedures import Reconstruct, shrink, squared_error
+
+logger = logging.getLogger(__name__)
+
+
+def sweep_schedule(steps: int, max_percent: float = 99.0, spacing: str = "geometric") -> np.ndarray:
+    """Sweep indices i (reference units). 'geometric': the masked fraction (100 − i) % shrinks by a constant
+    factor per pass, from 99 % to (100 − max_percent) %, so points crowd where t(i) bends (i → 100);
+    'uniform': evenly spaced 1..max_percent (steps=99, max=99 is the reference schedule)."""
+    if steps < 1:
+        raise ValueError("sweep_steps must be >= 1")
+    if steps == 1:
+        return np.array([float(max_percent)])
+    k = np.arange(steps) / (steps - 1)
+    if spacing == "uniform":
+        return 1.0 + k * (max_percent - 1.0)
+    if spacing == "geometric":  # rounded to the reference's integer i (the knee is read at integer i too)
+        i = np.round(100.0 - 99.0 * ((100.0 - max_percent) / 99.0) ** k)
+        return np.unique(np.clip(i, 1.0, max_percent))
+    raise ValueError(f"unknown sweep spacing '{spacing}'")
+
+
+@dataclass
+class SweepResult:
+    i: np.ndarray
+    t: np.ndarray
+    passes: int
+    first_recon: np.ndarray          # reconstruction with M = brain (reused by the shrink's first pass)
+    first_error: np.ndarray
+
+
+def sweep(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, i_values: np.ndarray) -> SweepResult:
+    """Record t(i): t_i leaves a fraction (1 − 0.01·i) of brain voxels with e > t_i; M = {e > t_i}; repeat.
+
+    The error is composited (0 outside M), so the masks are nested; the pass after the last t is skipped."""
+    recon = reconstruct(brain)
+    first_recon = recon
+    e = squared_error(image, recon, brain)
+    first_error = e
+    passes, ts = 1, []
+    for k, iv in enumerate(i_values):
+        ts.append(float(np.quantile(e[brain], 0.01 * iv)))
+        if k == len(i_values) - 1:
+            break
+        mask = (e > ts[-1]) & brain
+        if not mask.any():
+            logger.info("sweep: mask empty after i=%.1f, stopping early", iv)
+            break
+        recon = reconstruct(mask)
+        passes += 1
+        e = squared_error(image, recon, mask)
+    return SweepResult(np.asarray(i_values[:len(ts)], np.float64), np.asarray(ts), passes, first_recon, first_error)
+
+
+def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, plan: InferencePlan,
+               tau: Optional[float] = None, i_values: Optional[np.ndarray] = None,
+               keep_masks: bool = False, sweep_result: Optional[SweepResult] = None) -> InferenceResult:
+    """Sweep → τ → shrink; with `tau` given (itermask2 mode / calibrated) the sweep is skipped; with
+    `sweep_result` (calibration re-uses its sweeps for a new γ) its passes are not run (nor counted) again."""
+    brain = brain.astype(bool)
+    fit: Optional[ThresholdFit] = None
+    first_recon = None
+    sweep_passes, s = 0, None
+    if tau is None:
+        i_values = sweep_schedule(plan.sweep_steps, plan.sweep_max_percent) if i_values is None else i_values
+        s = sweep_result or sweep(reconstruct, image, brain, np.asarray(i_values, np.float64))
+        fit = choose_threshold(s.i, s.t, plan.gamma, plan.fit_max_threshold, plan.fit_min_r2)
+        tau, first_recon, sweep_passes = fit.tau, s.first_recon, s.passes
+    sh = shrink(reconstruct, image, brain, float(tau), plan.convergence_tolerance, plan.max_shrink_passes,
+                first_recon=first_recon, keep_masks=keep_masks)
+    return finish(InferenceResult(
+        anomaly_map=sh.anomaly_map, final_mask=sh.mask, tau=float(tau),
+        procedure="itermask3d" if fit is not None else "itermask2", passes=sweep_passes + sh.passes,
+        first_error=sh.first_error, fit=fit.to_dict() if fit else None,
+        sweep_i=[float(x) for x in s.i] if s else [], sweep_t=[float(x) for x in s.t] if s else [],
+        shrink_iterations=sh.iterations, masks=sh.masks), brain)
