@@ -5,7 +5,7 @@ held-out IXI scans with synthetic lesions; one table per method x test set into 
                                    [--device cpu|cuda] [--profile cpu|gpu] [--workers N]
                                    [--work_dir work_data/real_data] [--artefacts] [--smoke]
 
-A run is METHOD or METHOD:CONFIGURATION (itermask2 defaults to 2d, the others to 3d). `--device cuda --profile cpu`
+A run is METHOD or METHOD:CONFIGURATION (default: the method's own, e.g. 2d for itermask2, 3d for itermask3d). `--device cuda --profile cpu`
 runs the CPU recipe (epochs x iterations planned for the 2-core CPU) on a GPU: the same models, sooner.
 
 Steps (each skipped when its output exists; everything lives under --work_dir, which gets its own
@@ -51,13 +51,13 @@ IXI, MSLUB, SYNTH, ARTEFACTS, SYNTH_LARGE = 1, 11, 101, 102, 103
 LARGE_BLOB_RADIUS_MM, LARGE_N_LESIONS = (10.0, 25.0), (1, 2)   # tumour-sized: 6-78 ml per scan on the 16 IXI scans
 MSLUB_TEST_PATIENTS = ("patient07", "patient19", "patient26")
 METHODS = ("itermask3d", "oneshot", "ae")
-DEFAULT_CONFIGURATION = {"itermask2": "2d"}   # every other method: 3d
 
 
 def parse_run(run: str) -> tuple[str, str]:
     """'METHOD' or 'METHOD:CONFIGURATION' -> (method, configuration)."""
     method, _, configuration = run.partition(":")
-    configuration = configuration or DEFAULT_CONFIGURATION.get(method, "3d")
+    from itermask_auto.methods.registry import get_method
+    configuration = configuration or get_method(method).configurations[0]   # the method's own default
     if configuration not in ("3d", "2d"):
         raise SystemExit(f"run '{run}': configuration must be 3d or 2d")
     return method, configuration
@@ -309,7 +309,7 @@ def write_section(path: Path, section: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS),
-                   help="runs: METHOD or METHOD:CONFIGURATION (itermask2 defaults to 2d, the others to 3d)")
+                   help="runs: METHOD or METHOD:CONFIGURATION (default configuration: the method's own)")
     p.add_argument("--epochs", type=int, default=None,
                    help="override the planned epochs (the table then says the recipe was not the planned one)")
     p.add_argument("--iterations", type=int, default=None, help="override the planned iterations per epoch")

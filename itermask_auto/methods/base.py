@@ -60,7 +60,7 @@ class Method:
     """Base class of a method. Subclasses set `name`, `description` and implement the abstract parts."""
     name: str = ""
     description: str = ""
-    configurations: Tuple[str, ...] = ("3d", "2d")   # configurations the method can train
+    configurations: Tuple[str, ...] = ("3d", "2d")   # configurations it can train; the first is its default
     volume_score_name: str = "top1_mean"             # key of InferenceResult.scores used for detection
 
     # ---- planning ------------------------------------------------------------------------------------------

@@ -36,17 +36,24 @@ def _parse_fold(fold: int | str) -> int | str:
         raise ValueError(f"fold must be an integer or 'all', got {fold!r}") from None
 
 
-def load_plan(dataset: str | int, configuration: Optional[str]) -> tuple[Path, Plans, str]:
-    """(preprocessed dataset folder, plan, configuration) with the plan's default configuration if none given."""
+def load_plan(dataset: str | int, configuration: Optional[str],
+              supported: Optional[tuple] = None) -> tuple[Path, Plans, str]:
+    """(preprocessed dataset folder, plan, configuration). Without a configuration: the plan's default if the
+    method supports it (`supported`, first = the method's own default), else the method's default."""
     dataset_dir = find_dataset(preprocessed_root(), dataset)
     plans_path = dataset_dir / PLANS_FILE
     if not plans_path.is_file():
         raise FileNotFoundError(f"{dataset_dir}: not preprocessed ({PLANS_FILE} missing): "
                                 f"run itermask_plan_and_preprocess -d {dataset} first")
     plans = Plans.load(plans_path)
-    if configuration is None:  # the planner's choice: 2d on strongly anisotropic data, else 3d
+    if configuration is None:  # the planner's choice (2d on strongly anisotropic data, else 3d) if the method has it
         configuration = plans.default_configuration
-        logger.info("configuration %s (the plan's default)", configuration)
+        if supported and configuration not in supported:
+            configuration = supported[0]
+            logger.info("configuration %s (the method's; the plan's default %s is not one it trains)", configuration,
+                        plans.default_configuration)
+        else:
+            logger.info("configuration %s (the plan's default)", configuration)
     if configuration not in plans.configurations:
         raise ValueError(f"{plans_path}: configuration '{configuration}' is not planned "
                          f"(planned: {', '.join(sorted(plans.configurations))})")
@@ -67,7 +74,7 @@ def run_training(dataset: str | int, configuration: Optional[str] = None, fold: 
     verify_replicas: (torchrun) check after every step that all ranks hold bit-identical weights."""
     fold = _parse_fold(fold)
     spec = get_method(method)
-    dataset_dir, plans, configuration = load_plan(dataset, configuration)
+    dataset_dir, plans, configuration = load_plan(dataset, configuration, spec.configurations)
     spec.check(plans, configuration)
     fold_dir = model_folder(dataset_dir.name, spec.name, plans.plans_name, configuration, fold)
     ranks, device = init_from_environment(device)

@@ -23,6 +23,7 @@ class IterMask2(MaskedReconstruction):
     description = ("IterMask2: first-iteration network on the high-frequency channels, then masked reconstruction "
                    "with a shrinking mask (tau from healthy validation)")
     inference = "itermask2"
+    configurations = ("2d", "3d")   # the paper's method is 2-D; the same procedure also runs with 3-D windows
 
     def stages(self, plans, configuration) -> List[Stage]:
         return super().stages(plans, configuration) + [
