@@ -101,6 +101,12 @@ class InferencePlan:
     # highest first-iteration error (IterMask2: 80th percentile, top 60 %)
     itermask2_tau_percentile: float = 80.0
     initial_mask_fraction: float = 0.6
+    # the knee is read on t / (the case's median whole-brain-masked error) ("median_error"), a scale that does not
+    # depend on how well a model reconstructs; "absolute" (plans made before it) reads it on t itself
+    knee_scale: str = "absolute"
+    # every method: anomaly maps, thresholds and segmentations live in the brain mask eroded by this much (the
+    # brain's rim is where healthy scans make most false positives); calibration may choose it (calibration plan)
+    brain_erosion_mm: float = 0.0
 
 
 @dataclass
@@ -109,6 +115,16 @@ class CalibrationPlan:
     detection_rule: str = "max_healthy_score"  # volume threshold rule, see docs/plans.md
     detection_quantile: float = 0.95
     gamma_case_quantile: float = 0.9  # γ = this quantile of the healthy validation cases' own γ (see calibration)
+    # per-case γ target: "first_pass_quantile" (plans made before: the (1 − α) quantile of the whole-brain-masked
+    # error, out of reach of the sweep) | "sweep_quantile" (the case's own sweep curve at i = 100·(1 − α))
+    gamma_target: str = "first_pass_quantile"
+    # brain erosion chosen on the healthy validation maps among these (mm); empty = the plan's brain_erosion_mm
+    brain_erosion_candidates_mm: List[float] = field(default_factory=list)
+    # brain masks of the calibration cases: "preprocessed" (as training), "automatic" (re-preprocessed without the
+    # dataset's masks, as a user predicting without masks gets them) or "both" (thresholds that hold for either)
+    brain_masks: str = "preprocessed"
+    # one-sided confidence of the stated bounds on a new healthy scan's detection and voxel false-positive rates
+    bound_confidence: float = 0.9
 
 
 @dataclass

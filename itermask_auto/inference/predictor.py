@@ -23,6 +23,7 @@ import torch
 
 from itermask_auto.experiment_planning.plans import Plans
 from itermask_auto.inference.result import InferenceResult
+from itermask_auto.inference.scoring_region import erode_brain
 from itermask_auto.methods.registry import get_method
 from itermask_auto.utilities.atomic import read_json
 
@@ -65,6 +66,15 @@ class Predictor:
         self.on_pass: Optional[Callable[[int], None]] = None  # progress hook: called after every network pass
 
     @property
+    def brain_erosion_mm(self) -> float:
+        """The scoring margin: the calibrated one (calibration.json) if any, else the plan's."""
+        cal = self.calibration or {}
+        return float(cal.get("brain_erosion_mm", self.plans.inference.brain_erosion_mm))
+
+    def scoring_region(self, brain_mask: np.ndarray) -> np.ndarray:
+        return erode_brain(brain_mask, self.brain_erosion_mm, self.config.spacing)
+
+    @property
     def network(self) -> torch.nn.Module:
         """The first stage's network (the only one for most methods)."""
         return next(iter(self.networks.values()))
@@ -83,12 +93,12 @@ class Predictor:
               keep_masks: bool = False) -> tuple[InferenceResult, Dict]:
         """Run the method's inference on preprocessed arrays; returns (result, timing/count stats)."""
         start = time.perf_counter()
-        result = self.spec.infer(self, data, hf, brain_mask.astype(bool), keep_masks=keep_masks)
+        result = self.spec.infer(self, data, hf, self.scoring_region(brain_mask), keep_masks=keep_masks)
         stats = {"seconds": time.perf_counter() - start, "network_passes": result.passes, "windows": result.windows}
         return result, stats
 
     def segment(self, result: InferenceResult, brain_mask: np.ndarray) -> tuple[np.ndarray, str]:
-        return self.spec.segment(self, result, brain_mask.astype(bool))
+        return self.spec.segment(self, result, self.scoring_region(brain_mask))
 
     def volume_score(self, result: InferenceResult) -> float:
         return float(result.scores[self.spec.volume_score_name])

@@ -41,6 +41,16 @@ def same_plan(stored: Dict[str, Any], plans: Plans) -> bool:
     return plans_as_stored(Plans.from_dict(stored)) == plans_as_stored(plans)
 
 
+NETWORK_PLAN_KEYS = ("plans_name", "channel_names", "normalization", "hf_radius_cycles_per_mm", "configurations")
+
+
+def same_network_plan(stored: Dict[str, Any], plans: Plans) -> bool:
+    """What the trained weights depend on is unchanged (inference and calibration keys may be edited after
+    training: they are read when predicting and calibrating)."""
+    a, b = plans_as_stored(Plans.from_dict(stored)), plans_as_stored(plans)
+    return all(a[k] == b[k] for k in NETWORK_PLAN_KEYS)
+
+
 def save_checkpoint(path: Path, payload: Dict[str, Any]) -> None:
     """torch.save to a temporary file next to `path`, then rename: an interrupted save never corrupts it."""
     with atomic_path(path, ".pth") as tmp:
@@ -70,7 +80,7 @@ def load_stage_network(fold_dir: Path, method: Method, stage: Stage, plans: Plan
                                 f"(itermask_train ... -m {method.name} trains every stage)")
     ckpt = load_checkpoint(path, device)
     meta = ckpt["meta"]
-    if not same_plan(meta["plans"], plans):
+    if not same_network_plan(meta["plans"], plans):
         raise InputError(path, f"was trained with another plan than {Path(fold_dir) / PLANS_COPY} "
                                f"(plans_name {meta.get('plans_name')!r} vs {plans.plans_name!r})")
     if meta.get("configuration", configuration) != configuration:

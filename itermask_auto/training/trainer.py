@@ -74,6 +74,10 @@ class Trainer:
         np.random.seed(self.seed % 2 ** 32)
 
         self.network = method.build_network(self.stage, plans, configuration).to(device)
+        if device.type == "cpu" and any(isinstance(m, torch.nn.Conv3d) for m in self.network.modules()):
+            # oneDNN's channels-last 3-D convolutions: -23 % CPU time per step on the IXI plan (AVX2 reference CPU,
+            # 1.59 -> 1.22 s, benchmarks/train_speed.py); the weights are saved in the usual layout
+            self.network = self.network.to(memory_format=torch.channels_last_3d)
         self.model = self.network
         if ranks.distributed:
             # find_unused_parameters: some networks hold parameters a step does not use (PlainConvUNet's
@@ -227,7 +231,7 @@ class Trainer:
 
     def checkpoint(self) -> Dict[str, Any]:
         return {
-            "network": unwrap(self.network).state_dict(),
+            "network": {k: v.contiguous() for k, v in unwrap(self.network).state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "scheduler": {"lr_schedule": self.tp.lr_schedule, "epoch": self.epoch, "num_epochs": self.num_epochs,

@@ -11,8 +11,8 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from itermask_auto.inference.result import InferenceResult
-from itermask_auto.methods.itermask3d.gamma import calibrate_gamma
-from itermask_auto.methods.itermask3d.procedure import itermask3d, sweep, sweep_schedule
+from itermask_auto.methods.itermask3d.gamma import GAMMA_TARGETS, calibrate_gamma, gamma_target
+from itermask_auto.methods.itermask3d.procedure import itermask3d, knee_scale, sweep, sweep_schedule
 from itermask_auto.methods.masked_reconstruction.method import MaskedReconstruction
 
 logger = logging.getLogger(__name__)
@@ -71,15 +71,18 @@ class IterMask3D(MaskedReconstruction):
             start, rec = time.perf_counter(), self.reconstructor(predictor, data, hf, plan)
             s = sweep(rec, data, brain, schedule)
             context.state[case] = (s, time.perf_counter() - start)
-            curves[case] = {"i": s.i.tolist(), "t": s.t.tolist(),
-                            "target": float(np.quantile(s.first_error[brain], 1 - alpha))}
+            scale = knee_scale(s.first_error, brain, plan)
+            target = gamma_target(s, brain, alpha, predictor.plans.calibration.gamma_target)
+            curves[case] = {"i": s.i.tolist(), "t": (s.t / scale).tolist(), "scale": scale,
+                            **{k: v / scale if k == "target" else v for k, v in target.items()}}
         curves = context.gather(curves)
         gamma, per_case = calibrate_gamma(curves, plan, predictor.plans.calibration.gamma_case_quantile)
         logger.info("calibrated gamma %.4g (reference %.4g; per-case median %.4g)", gamma, plan.gamma,
                     float(np.median(list(per_case.values()))))
         return {"inference_mode": plan.mode, "gamma": gamma, "gamma_reference": plan.gamma, "gamma_per_case": per_case,
                 "gamma_case_quantile": predictor.plans.calibration.gamma_case_quantile,
-                "gamma_target": f"per-case {1 - alpha:g} quantile of whole-brain-masked error"}
+                "gamma_target": GAMMA_TARGETS[predictor.plans.calibration.gamma_target].format(q=1 - alpha),
+                "knee_scale": plan.knee_scale, "knee_scale_per_case": {c: v["scale"] for c, v in curves.items()}}
 
     def calibration_infer(self, predictor, case, data, hf, brain, context) -> InferenceResult:
         plan = self.effective_plan(predictor, self._calibration_plan(predictor))

@@ -69,6 +69,18 @@ def sweep(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, i_valu
     return SweepResult(np.asarray(i_values[:len(ts)], np.float64), np.asarray(ts), passes, first_recon, first_error)
 
 
+def knee_scale(first_error: np.ndarray, brain: np.ndarray, plan: InferencePlan) -> float:
+    """The unit the knee is read in: 1 ("absolute"), or the case's median whole-brain-masked error in the brain
+    ("median_error": the curve then says how many times a typical voxel's error each threshold is, whatever the
+    model's overall error level, so one γ fits every case and model)."""
+    if plan.knee_scale == "absolute":
+        return 1.0
+    if plan.knee_scale == "median_error":
+        values = first_error[brain]
+        return float(max(np.median(values), 1e-12)) if values.size else 1.0
+    raise ValueError(f"unknown inference.knee_scale '{plan.knee_scale}' (absolute | median_error)")
+
+
 def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, plan: InferencePlan,
                tau: Optional[float] = None, i_values: Optional[np.ndarray] = None,
                keep_masks: bool = False, sweep_result: Optional[SweepResult] = None) -> InferenceResult:
@@ -81,7 +93,9 @@ def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, p
     if tau is None:
         i_values = sweep_schedule(plan.sweep_steps, plan.sweep_max_percent) if i_values is None else i_values
         s = sweep_result or sweep(reconstruct, image, brain, np.asarray(i_values, np.float64))
-        fit = choose_threshold(s.i, s.t, plan.gamma, plan.fit_max_threshold, plan.fit_min_r2)
+        scale = knee_scale(s.first_error, brain, plan)
+        fit = choose_threshold(s.i, s.t / scale, plan.gamma, plan.fit_max_threshold, plan.fit_min_r2)
+        fit.tau, fit.scale = fit.tau * scale, scale
         tau, first_recon, sweep_passes = fit.tau, s.first_recon, s.passes
     sh = shrink(reconstruct, image, brain, float(tau), plan.convergence_tolerance, plan.max_shrink_passes,
                 first_recon=first_recon, keep_masks=keep_masks)

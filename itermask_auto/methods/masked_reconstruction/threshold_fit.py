@@ -34,6 +34,7 @@ class ThresholdFit:
     r2: Optional[float] = None
     n_fit_points: int = 0
     note: str = ""
+    scale: float = 1.0          # the unit t was divided by before the knee was read (τ is in error units)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -156,12 +157,22 @@ def tau_at_gamma(curve: SweepCurve, gamma: float) -> ThresholdFit:
         ratio = gamma / (a * b) - 1.0
         k = 0.0 if ratio <= 0 else math.atan(math.sqrt(ratio)) / b
         k_star = float(min(max(math.ceil(k - 1e-9), i[0]), i[-1]))
-        tau = float(tan_curve(np.array(k_star), a, b)) if k_star <= i[curve.n_fit - 1] else _interp(i, t, k_star)
-        return ThresholdFit(tau=tau, k_star=k_star, method="tan_fit", a=a, b=b, r2=curve.r2,
+        return ThresholdFit(tau=value_at(curve, k_star), k_star=k_star, method="tan_fit", a=a, b=b, r2=curve.r2,
                             n_fit_points=curve.n_fit)
     k_star, extra = _finite_difference_knee(i, t, gamma)
     return ThresholdFit(tau=_interp(i, t, k_star), k_star=k_star, method="finite_differences",
                         n_fit_points=curve.n_fit, note="; ".join(x for x in (curve.note, extra) if x))
+
+
+def value_at(curve: SweepCurve, k: float) -> float:
+    """The curve's threshold at sweep index k, as the knee rule reads it: the fitted a·tan(b·k) inside the fitted
+    range when the fit is accepted, else the piecewise-linear interpolation of the measured points."""
+    if curve.degenerate is not None:
+        return curve.degenerate.tau
+    i, t = curve.i, curve.t
+    if curve.accepted and k <= i[curve.n_fit - 1]:
+        return float(tan_curve(np.array(k), curve.a, curve.b))
+    return _interp(i, t, k)
 
 
 def choose_threshold(i: Sequence[float], t: Sequence[float], gamma: float, fit_max_threshold: float = 10.0,
