@@ -536,6 +536,26 @@ def test_evaluate_label_on_another_grid_is_resampled(tmp_path, caplog):
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert summary["segmentation"]["pooled_dice"] == pytest.approx(1.0)
     assert any("resampled" in r.getMessage() and "case.nii.gz" in r.getMessage() for r in caplog.records)
+    # issue 18.2: summary.json names every label that was not scored on its own grid
+    [record] = summary["resampled_labels"]
+    assert record["case"] == "case" and record["file"].endswith(f"case{NIFTI}") and record["spacing"] == [1.0] * 3
+    assert summary["cases"][0]["label_resampled"] is True
+
+
+def test_evaluate_refuses_a_label_over_another_field_of_view(tmp_path, caplog):
+    """Issue 18.2: a transposed label (same spacing and origin, another shape) used to be resampled with a warning
+    and scored (Dice 0, exit 0); now it is one error line naming the label, and nothing is written."""
+    seg = _prediction_folder(tmp_path / "pred")
+    (tmp_path / "labels").mkdir()
+    label = sitk.GetImageFromArray(np.transpose(sitk.GetArrayFromImage(seg), (2, 1, 0)).copy())
+    label.SetSpacing(seg.GetSpacing())
+    label.SetOrigin(seg.GetOrigin())
+    assert label.GetSize() != seg.GetSize()
+    sitk.WriteImage(label, str(tmp_path / "labels" / f"case{NIFTI}"))
+    assert evaluate_main(["-pred", str(tmp_path / "pred"), "-ref", str(tmp_path / "labels"), "--no_report"]) == 1
+    errors = _errors(caplog)
+    assert len(errors) == 1 and f"case{NIFTI}" in errors[0] and "another field of view" in errors[0], errors
+    assert not (tmp_path / "pred" / "summary.json").exists()
 
 
 @pytest.mark.parametrize("kind", ["no_overlap", "corrupt", "missing"])

@@ -63,7 +63,11 @@ class Range:
         return self.low - self.margin <= value <= self.high + self.margin
 
     def describe(self, value: float) -> str:
-        return f"{self.name} {value:.3g}{self.unit} (training {self.low:.3g} to {self.high:.3g}{self.unit})"
+        return f"{self.name} {_num(value)}{self.unit} (training {_num(self.low)} to {_num(self.high)}{self.unit})"
+
+
+def _num(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _skew(median: float, mean: float, std: float) -> float:
