@@ -9,8 +9,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -209,6 +214,8 @@ def assert_same_geometry(written: sitk.Image, reference: sitk.Image) -> None:
 
 
 def test_nii_mha_nrrd_and_dicom_inputs(roots, tmp_path, caplog):
+    """Each format is read whatever the model's file ending (.nii.gz); outputs are NIfTI on the input's exact grid;
+    what cannot be read is one failure naming the file (or DICOM folder) and the reason."""
     _, fold_dir = roots
     images, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
     inputs = {"plain": write_case(images, masks, "plain", 1, ".nii"),
@@ -221,16 +228,28 @@ def test_nii_mha_nrrd_and_dicom_inputs(roots, tmp_path, caplog):
     write_dicom_series(phantom(5).image, images / "no_t1", "FLAIR", "1.2.3.5.1")
     write_dicom_series(phantom(5).image, images / "no_t1", "DWI", "1.2.3.5.2", prefix="DW")
     (images / "broken_0000.mha").write_bytes(b"ObjectType = Image\nNDims = 3\nElementDataFile = LOCAL\n\x00\x01")
-    rc = predict(fold_dir, images, out, masks, "--quiet", "--output_format", "input")
+    rc = predict(fold_dir, images, out, masks, "--quiet")
     failures = summary_of(out)["failures"]
     assert rc == 1 and set(failures) == {"broken", "no_t1"}, failures
     assert "broken_0000.mha" in failures["broken"] and "cannot be read" in failures["broken"]
     assert "no_t1" in failures["no_t1"] and "'FLAIR'" in failures["no_t1"] and "-dicom_channels" in failures["no_t1"]
-    endings = {"plain": ".nii", "meta": ".mha", "nrrd": ".nrrd", "dicom": NIFTI}
     for case, reference in inputs.items():
         for kind in ("anomaly", "seg"):
-            assert_same_geometry(sitk.ReadImage(str(out / f"{case}_{kind}{endings[case]}")), reference)
+            assert_same_geometry(sitk.ReadImage(str(out / f"{case}_{kind}{NIFTI}")), reference)
     assert "T1 MPRAGE" in json.loads((out / "dicom.json").read_text())["input_files"][0]
+
+
+def test_output_in_the_input_format_on_request(roots, tmp_path):
+    _, fold_dir = roots
+    images, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    reference = write_case(images, masks, "meta", 2, ".mha", direction=ROTATED)
+    assert predict(fold_dir, images, out, masks, "--quiet", "--output_format", "input") == 0
+    for kind in ("anomaly", "seg"):
+        assert_same_geometry(sitk.ReadImage(str(out / f"meta_{kind}.mha")), reference)
+    assert json.loads((out / "meta.json").read_text())["files"] == {"anomaly": "meta_anomaly.mha", "seg": "meta_seg.mha"}
+    (tmp_path / "labels").mkdir()
+    shutil.copyfile(out / "meta_seg.mha", tmp_path / "labels" / "meta.mha")  # evaluation reads .mha as well
+    assert evaluate_main(["-pred", str(out), "-ref", str(tmp_path / "labels"), "--no_report"]) == 0
 
 
 # ---- 5. interrupts and devices ---------------------------------------------------------------------------------
@@ -259,6 +278,37 @@ def test_ctrl_c_is_one_line_and_exit_130(roots, tmp_path, monkeypatch, caplog, c
     monkeypatch.setattr(Predictor, "infer", real)
     assert predict(fold_dir, images, out, masks, "--quiet", "--continue") == 0
     assert [c["case"] for c in summary_of(out)["cases"]] == ["c1", "c2", "c3"]
+
+
+def _text(log: Path) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")  # progress bars may hold non-ASCII characters
+
+
+def test_ctrl_c_with_worker_processes(roots, tmp_path):
+    """A real SIGINT to the whole process group (what Ctrl-C sends) of itermask_predict -npp 2, as soon as the
+    first case is finished: one line, exit 130, no traceback from the main process or the workers."""
+    _, fold_dir = roots
+    images, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    for i in range(8):  # far more than can finish between the first CASE.json and the signal
+        write_case(images, masks, f"c{i}", i + 1)
+    log = tmp_path / "predict.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "itermask_auto.inference.cli", "-i", str(images), "-o",
+                                 str(out), "-model_dir", str(fold_dir), "-masks", str(masks), "-npp", "2"],
+                                stdout=f, stderr=f, start_new_session=True,
+                                env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + 240
+    while not [p for p in out.glob("c*.json")]:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no case finished (rc {proc.returncode}):\n{_text(log)[-3000:]}")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait(120)
+    text = _text(log)
+    assert rc == 130 and "Traceback" not in text, text[-3000:]
+    lines = [ln for ln in text.splitlines() if "interrupted" in ln]
+    assert len(lines) == 1 and re.search(r"interrupted after \d of 8 cases; rerun with --continue$", lines[0]), text
 
 
 def test_cuda_without_gpu_says_so_and_leaves_no_folder(roots, tmp_path, monkeypatch, caplog):
@@ -361,25 +411,28 @@ def test_pass_counter_only_on_a_terminal(roots, tmp_path, monkeypatch, tty):
 
 
 # ---- 8. --help -------------------------------------------------------------------------------------------------
-def _help(build_parser) -> str:
-    return " ".join(build_parser().format_help().split())  # argparse wraps to the terminal width
+def _help(main, capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
 
 
-def test_help_states_formats_exit_codes_defaults_and_choices():
-    from itermask_auto.evaluation.cli import build_parser as evaluate_parser
-    from itermask_auto.evaluation.synthetic import build_parser as synthetic_parser
-    from itermask_auto.experiment_planning.cli import build_parser as plan_parser
-    from itermask_auto.inference.cli import build_parser as predict_parser
-    predict = _help(predict_parser)
+def test_help_states_formats_exit_codes_defaults_and_choices(capsys):
+    from itermask_auto.evaluation.synthetic import main as synthetic_main
+    from itermask_auto.experiment_planning.cli import main as plan_main
+    predict = _help(predict_main, capsys)
     for words in (".nii", ".mha", ".nrrd", "DICOM", "1 some cases failed", "2 set-up error", "130 interrupted",
-                  "(default: checkpoint_final.pth)", "{cpu,cuda}", "{ae,itermask2,itermask3d,oneshot}"):
+                  "(default: checkpoint_final.pth)", "-device {cpu,cuda}", "{ae,itermask2,itermask3d,oneshot}"):
         assert words in predict, words
-    assert "exit codes" in _help(evaluate_parser) and "exit codes" in _help(plan_parser)
-    synthetic = synthetic_parser()
-    documented = {a.dest: a.help for a in synthetic._actions}
-    assert all(documented[k] and "default" in documented[k] for k in ("kinds", "seed", "n_lesions"))
-    for parser in (predict_parser, evaluate_parser, synthetic_parser, plan_parser):
-        assert "`" not in _help(parser)
+    evaluate, plan = _help(evaluate_main, capsys), _help(plan_main, capsys)
+    assert "exit codes" in evaluate and "exit codes" in plan
+    synthetic = _help(synthetic_main, capsys)
+    for option in (r"--kinds \S+ \[\S+ \.\.\.\]", r"--seed SEED", r"--n_lesions MIN MAX"):
+        assert re.search(option + r" (?!-)\S", synthetic), f"{option} has no help text"
+    assert "(default: 0)" in synthetic and "exit codes" in synthetic
+    for text in (predict, evaluate, plan, synthetic):
+        assert "`" not in text
 
 
 def test_unknown_method_fails_at_parsing_with_the_registered_ones(tmp_path, capsys):
