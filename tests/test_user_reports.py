@@ -246,7 +246,8 @@ def test_output_in_the_input_format_on_request(roots, tmp_path):
     assert predict(fold_dir, images, out, masks, "--quiet", "--output_format", "input") == 0
     for kind in ("anomaly", "seg"):
         assert_same_geometry(sitk.ReadImage(str(out / f"meta_{kind}.mha")), reference)
-    assert json.loads((out / "meta.json").read_text())["files"] == {"anomaly": "meta_anomaly.mha", "seg": "meta_seg.mha"}
+    files = json.loads((out / "meta.json").read_text())["files"]
+    assert files == {"anomaly": "meta_anomaly.mha", "seg": "meta_seg.mha"}
     (tmp_path / "labels").mkdir()
     shutil.copyfile(out / "meta_seg.mha", tmp_path / "labels" / "meta.mha")  # evaluation reads .mha as well
     assert evaluate_main(["-pred", str(out), "-ref", str(tmp_path / "labels"), "--no_report"]) == 0
