@@ -95,8 +95,9 @@ def list_prediction_inputs(input_dir: Path, channel_names: Sequence[str], output
         if m:
             files.setdefault(m.group(1), {}).setdefault(int(m.group(2)), []).append(p)
         elif OUTPUT_RE.match(p.name) or p.name.endswith((".json", ".csv")):
-            if not own_folder:
-                logger.warning("%s: skipped, an itermask output or table is not an input", p)
+            if not own_folder:  # this run's own outputs are not worth a line
+                logger.warning("%s: skipped, %s", p, "named like an itermask_predict output, not an input"
+                               if OUTPUT_RE.match(p.name) else "not an input image")
         elif is_dicom_file(p):
             loose_dicom.append(p)
         elif p.name.lower().endswith(IMAGE_LIKE_ENDINGS):

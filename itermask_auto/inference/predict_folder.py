@@ -122,10 +122,10 @@ def predict_folder(input_dir: str | Path, output_dir: str | Path, dataset: str |
     if mode:  # "itermask3d" (per-subject τ) | "itermask2" (calibrated τ, no sweep)
         predictor.plans.inference.mode = mode
     plans, out = predictor.plans, Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     listing_problems: Dict[str, str] = {}  # misnamed images, wrong channel counts: reported, the rest still runs
     cases = list_prediction_inputs(Path(input_dir), list(plans.channel_names.values()), out, listing_problems,
                                    dicom_channels)
+    out.mkdir(parents=True, exist_ok=True)
     for problem in listing_problems.values():
         logger.error("%s", problem)
     ids = sorted(cases)[part_id::num_parts]
@@ -135,12 +135,13 @@ def predict_folder(input_dir: str | Path, output_dir: str | Path, dataset: str |
     run = FolderRun(predictor, out, cases, TrainingRanges.load(fold_dir, plans.dataset_name), save_masks,
                     masks_dir, output_format)
     run.summaries.update({c: read_case_summary(out, c) for c in done})
-    run.failures.update(listing_problems if part_id == 0 else {})
+    listed_here = listing_problems if part_id == 0 else {}  # part 0 reports the folder's listing problems
+    run.failures.update(listed_here)
     run.predict([c for c in ids if c not in done], npp, nps, progress)
     header = {"model_folder": str(fold_dir), "method": predictor.method, "configuration": predictor.configuration,
               "checkpoint": checkpoint, "calibrated": predictor.calibration is not None,
               "part": f"{part_id + 1}/{num_parts}"}
-    write_folder_summary(out, header, list(ids) + list(listing_problems), run.failures)
+    write_folder_summary(out, header, list(ids) + list(listed_here), run.failures)
     return {**header, "cases": run.summaries, "failures": run.failures}
 
 
