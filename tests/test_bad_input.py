@@ -387,7 +387,9 @@ def predicted(model, tmp_path_factory):
     im.CopyInformation(sitk.ReadImage(str(masks / f"bad_empty_brain{NIFTI}")))
     sitk.WriteImage(im, str(masks / f"bad_empty_brain{NIFTI}"))
     _write_case(images, masks, "disk_full", 80)
-    (images / "README.txt").write_text("notes")                    # not a channel file
+    (images / "README.txt").write_text("notes")                    # not an input: skipped with a log line
+    (images / "notes").mkdir()                                      # a folder without DICOM: skipped too
+    shutil.copyfile(images / f"good_1_0000{NIFTI}", images / f"misnamed{NIFTI}")  # an image, misnamed
     _write_case(images, masks, "extra_channel", 81)                 # one channel too many
     shutil.copyfile(images / f"extra_channel_0000{NIFTI}", images / f"extra_channel_0001{NIFTI}")
 
@@ -416,7 +418,7 @@ def predicted(model, tmp_path_factory):
 PREDICT_CASE_KINDS = {**{f"bad_{k}": (f"bad_{k}_0000{NIFTI}", words) for k, (_, words) in IMAGE_BREAKERS.items()},
                       "disk_full": (f"disk_full_seg{NIFTI}", "No space left on device")}
 PREDICT_CASE_KINDS["bad_empty_brain"] = (f"bad_empty_brain{NIFTI}", "empty brain in the given brain mask")
-PREDICT_CASE_KINDS["README.txt"] = ("README.txt", "not named CASE_XXXX")
+PREDICT_CASE_KINDS[f"misnamed{NIFTI}"] = (f"misnamed{NIFTI}", "not named CASE_XXXX")
 PREDICT_CASE_KINDS["extra_channel"] = (f"extra_channel_0001{NIFTI}", "unexpected channel(s) [1]")
 
 
@@ -443,6 +445,16 @@ def test_predict_good_cases_still_processed(predicted):
     # the CLI's closing error lists every failed case, one line each
     listing = [m for m in messages if "case(s) failed" in m]
     assert listing and all(any(c in m for m in listing) for c in PREDICT_CASE_KINDS)
+
+
+def test_predict_skips_what_is_not_an_input(predicted):
+    """Issue 18.1: a text file and a folder without DICOM in the input folder are skipped with one log line
+    each, never counted as failed cases."""
+    rc, out, summary, messages = predicted
+    assert not {"README.txt", "notes"} & set(summary["failures"])
+    for name in ("README.txt", "notes"):
+        lines = [m for m in messages if name in m]
+        assert len(lines) == 1 and "skipped" in lines[0] and "\n" not in lines[0], lines
 
 
 def f_model_other_plan(images, fold_dir, out):
@@ -524,6 +536,26 @@ def test_evaluate_label_on_another_grid_is_resampled(tmp_path, caplog):
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert summary["segmentation"]["pooled_dice"] == pytest.approx(1.0)
     assert any("resampled" in r.getMessage() and "case.nii.gz" in r.getMessage() for r in caplog.records)
+    # issue 18.2: summary.json names every label that was not scored on its own grid
+    [record] = summary["resampled_labels"]
+    assert record["case"] == "case" and record["file"].endswith(f"case{NIFTI}") and record["spacing"] == [1.0] * 3
+    assert summary["cases"][0]["label_resampled"] is True
+
+
+def test_evaluate_refuses_a_label_over_another_field_of_view(tmp_path, caplog):
+    """Issue 18.2: a transposed label (same spacing and origin, another shape) used to be resampled with a warning
+    and scored (Dice 0, exit 0); now it is one error line naming the label, and nothing is written."""
+    seg = _prediction_folder(tmp_path / "pred")
+    (tmp_path / "labels").mkdir()
+    label = sitk.GetImageFromArray(np.transpose(sitk.GetArrayFromImage(seg), (2, 1, 0)).copy())
+    label.SetSpacing(seg.GetSpacing())
+    label.SetOrigin(seg.GetOrigin())
+    assert label.GetSize() != seg.GetSize()
+    sitk.WriteImage(label, str(tmp_path / "labels" / f"case{NIFTI}"))
+    assert evaluate_main(["-pred", str(tmp_path / "pred"), "-ref", str(tmp_path / "labels"), "--no_report"]) == 1
+    errors = _errors(caplog)
+    assert len(errors) == 1 and f"case{NIFTI}" in errors[0] and "another field of view" in errors[0], errors
+    assert not (tmp_path / "pred" / "summary.json").exists()
 
 
 @pytest.mark.parametrize("kind", ["no_overlap", "corrupt", "missing"])

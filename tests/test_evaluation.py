@@ -145,8 +145,8 @@ def test_evaluate_folder_end_to_end(tmp_path):
     seg = s["segmentation"]
     assert seg["fn"] == 0 and seg["pooled_recall"] == 1.0 and seg["tp"] > 0 and seg["fp"] > seg["tp"]
     assert seg["pooled_dice"] == pytest.approx(2 * seg["tp"] / (2 * seg["tp"] + seg["fp"]))
-    oracle = s["oracle_dice_upper_bound"]
-    assert oracle["dice"] == 1.0 and "UPPER BOUND" in oracle["note"]
+    oracle = s["best_global_threshold_on_labels"]
+    assert oracle["dice"] == 1.0 and "not an upper bound" in oracle["note"]
     assert oracle["dice"] >= s["segmentation"]["pooled_dice"]
     assert "dice" not in s["segmentation"]  # the honest one has its own name; the oracle never stands alone
     det = s["detection"]
@@ -157,8 +157,8 @@ def test_evaluate_folder_end_to_end(tmp_path):
     assert h["voxel_fpr"] == pytest.approx(0.1 / 1.29, abs=0.02)  # P(U(0.01, 1.3) > 1.2)
     assert s["lesion_size"]["lesions_small"]["n"] + s["lesion_size"]["lesions_large"]["n"] >= 2
     on_disk = json.loads((d["pred"] / "summary.json").read_text())
-    assert set(on_disk) >= {"segmentation", "voxel_ranking", "oracle_dice_upper_bound", "lesion_size", "detection",
-                            "healthy_voxel_fpr", "cases"}
+    assert set(on_disk) >= {"segmentation", "voxel_ranking", "best_global_threshold_on_labels", "lesion_size",
+                            "detection", "healthy_voxel_fpr", "cases"}
     rows = list(csv.DictReader(open(d["pred"] / "metrics_per_case.csv")))
     assert [r["case"] for r in rows] == ["hts_0", "les_0", "les_1", "les_2"]
     assert float(rows[0]["dice"]) == 0.0 and rows[0]["has_lesion"] == "False" and float(rows[1]["auroc"]) == 1.0

@@ -1,7 +1,8 @@
 """Evaluate an itermask_predict output folder against lesion labels: per case and pooled.
 
 Honesty rule: the segmentation evaluated is the one itermask_predict wrote with the threshold calibrated on healthy
-validation data. The best threshold chosen on the test labels is reported only as "oracle_dice_upper_bound"."""
+validation data. The best single global threshold chosen on the test labels is reported only beside it, as
+"best_global_threshold_on_labels": not a result, and not an upper bound (per-subject thresholds can beat it)."""
 from __future__ import annotations
 
 import csv
@@ -14,60 +15,41 @@ import numpy as np
 import SimpleITK as sitk
 
 from itermask_auto.evaluation import metrics as M
-from itermask_auto.imageio.errors import InputError
+from itermask_auto.evaluation.grids import Resampled, on_grid
+from itermask_auto.imageio.errors import InputError, SetupError
 from itermask_auto.utilities.atomic import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
 NIFTI = ".nii.gz"
+ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")   # what itermask_predict reads and (--output_format input) writes
 SUMMARY_FILE = "summary.json"
 CSV_FILE = "metrics_per_case.csv"
 DEFAULT_ALPHA = 0.01
 CSV_COLUMNS = ("case", "has_lesion", "volume_score", "detection", "dice", "precision", "recall", "auroc", "auprc",
                "tp", "fp", "fn", "label_voxels", "seg_voxels", "brain_voxels", "lesion_volume_mm3", "n_lesions",
-               "n_lesions_detected", "voxel_fpr", "brain_source")
+               "n_lesions_detected", "voxel_fpr", "brain_source", "label_resampled")
+
+
+def find_file(folder: Path, stem: str) -> Path:
+    """folder/stem + the first ending present (NIfTI if none is: the name a missing-file message shows)."""
+    return next((Path(folder) / f"{stem}{e}" for e in ENDINGS if (Path(folder) / f"{stem}{e}").is_file()),
+                Path(folder) / f"{stem}{NIFTI}")
+
+
+def _stem(name: str, suffix: str) -> Optional[str]:
+    ending = next((e for e in ENDINGS if name.endswith(suffix + e)), None)
+    return name[: -len(suffix + ending)] if ending else None
 
 
 def list_prediction_cases(pred_dir: Path) -> List[str]:
-    """Cases with CASE_anomaly.nii.gz, CASE_seg.nii.gz and CASE.json (a finished itermask_predict case)."""
-    cases = sorted(p.name[: -len("_anomaly" + NIFTI)] for p in Path(pred_dir).glob(f"*_anomaly{NIFTI}"))
-    cases = [c for c in cases if (pred_dir / f"{c}_seg{NIFTI}").is_file() and (pred_dir / f"{c}.json").is_file()]
+    """Finished itermask_predict cases: CASE_anomaly and CASE_seg (NIfTI, or the input's format) and CASE.json."""
+    pred_dir = Path(pred_dir)
+    stems = {_stem(p.name, "_anomaly") for p in pred_dir.glob("*_anomaly.*")} - {None}
+    cases = sorted(c for c in stems if find_file(pred_dir, f"{c}_seg").is_file() and (pred_dir / f"{c}.json").is_file())
     if not cases:
-        raise InputError(pred_dir, "no finished predictions (CASE_anomaly.nii.gz + CASE_seg.nii.gz + CASE.json)")
+        raise SetupError(pred_dir, "no finished predictions (CASE_anomaly.nii.gz + CASE_seg.nii.gz + CASE.json)")
     return cases
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
-    return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3) and
-            np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
-
-
-def world_box(image: sitk.Image) -> np.ndarray:
-    """(2, 3) min/max world corner of the image's field of view (voxel edges, any direction)."""
-    size = np.asarray(image.GetSize(), float)
-    corners = [image.TransformContinuousIndexToPhysicalPoint([(-0.5 if b else s - 0.5) for b, s in zip(bits, size)])
-               for bits in np.ndindex(2, 2, 2)]
-    return np.stack([np.min(corners, axis=0), np.max(corners, axis=0)])
-
-
-def on_grid(image: sitk.Image, reference: sitk.Image, path: Path, linear: bool = False) -> sitk.Image:
-    """`image` on the reference's grid; resampled (nearest neighbour for masks) with a warning when it differs.
-    InputError when the two fields of view do not overlap, or a non-empty mask loses every voxel on the way."""
-    if _same_grid(image, reference):
-        return image
-    box, ref = world_box(image), world_box(reference)
-    overlap = np.minimum(box[1], ref[1]) - np.maximum(box[0], ref[0])
-    if np.any(overlap <= 0):
-        raise InputError(path, f"grid does not overlap the prediction's grid (world box {box.round(1).tolist()} mm "
-                               f"vs {ref.round(1).tolist()} mm): wrong file or wrong header?")
-    logger.warning("%s: grid differs from the prediction's; resampled %s to it", path,
-                   "linearly" if linear else "with nearest neighbour")
-    interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    out = sitk.Resample(image, reference, sitk.Transform(), interp, 0.0, image.GetPixelID())
-    if not linear and sitk.GetArrayViewFromImage(image).any() and not sitk.GetArrayViewFromImage(out).any():
-        raise InputError(path, "no labelled voxel lies inside the prediction's grid after resampling")
-    return out
 
 
 def _read(path: Path) -> sitk.Image:
@@ -78,30 +60,31 @@ def _read(path: Path) -> sitk.Image:
 
 
 def load_case(pred_dir: Path, case: str, ref_dir: Optional[Path], brain_dir: Optional[Path],
-              images_dir: Optional[Path]) -> Dict[str, Any]:
+              images_dir: Optional[Path], resampled: Optional[List[Resampled]] = None) -> Dict[str, Any]:
     """sitk images of one case on the prediction's grid: anomaly, seg, label (None without ref_dir), brain,
-    image (None without images_dir), plus the CASE.json content."""
-    anomaly = sitk.Cast(_read(pred_dir / f"{case}_anomaly{NIFTI}"), sitk.sitkFloat32)
-    seg = on_grid(_read(pred_dir / f"{case}_seg{NIFTI}"), anomaly, pred_dir / f"{case}_seg{NIFTI}")
+    image (None without images_dir), plus the CASE.json content. Files resampled on the way go to `resampled`."""
+    anomaly = sitk.Cast(_read(find_file(pred_dir, f"{case}_anomaly")), sitk.sitkFloat32)
+    seg_path = find_file(pred_dir, f"{case}_seg")
+    seg = on_grid(_read(seg_path), anomaly, seg_path, "segmentation", case, resampled)
     info = read_json(pred_dir / f"{case}.json")
     label = None
     if ref_dir is not None:
-        path = Path(ref_dir) / f"{case}{NIFTI}"
+        path = find_file(ref_dir, case)
         if not path.is_file():
             raise InputError(path, f"label missing for predicted case '{case}'")
-        label = on_grid(_read(path), anomaly, path)
+        label = on_grid(_read(path), anomaly, path, "label", case, resampled)
     brain, source = None, "anomaly > 0 or segmentation"
     if brain_dir is not None:
-        path = Path(brain_dir) / f"{case}{NIFTI}"
+        path = find_file(brain_dir, case)
         if path.is_file():
-            brain, source = on_grid(_read(path), anomaly, path), "brain mask file"
+            brain, source = on_grid(_read(path), anomaly, path, "brain mask", case, resampled), "brain mask file"
         else:
             logger.warning("%s: no brain mask; using anomaly > 0 as the brain", path)
     image = None
     if images_dir is not None:
-        path = Path(images_dir) / f"{case}_0000{NIFTI}"
+        path = find_file(images_dir, f"{case}_0000")
         if path.is_file():
-            image = on_grid(sitk.Cast(_read(path), sitk.sitkFloat32), anomaly, path, linear=True)
+            image = on_grid(sitk.Cast(_read(path), sitk.sitkFloat32), anomaly, path, "image", case, resampled)
         else:
             logger.warning("%s: image missing; the QC figure shows the anomaly map instead", path)
     return {"anomaly": anomaly, "seg": seg, "label": label, "brain": brain, "brain_source": source,
@@ -175,8 +158,14 @@ def write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
                             (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()})
 
 
+BEST_GLOBAL_KEY = "best_global_threshold_on_labels"
+BEST_GLOBAL_NOTE = ("best single global threshold on these test labels (pooled in-brain sweep). Chosen on the labels, "
+                    "so not a result; and not an upper bound: per-subject thresholds (the calibrated segmentation) "
+                    "can score higher. Shown beside segmentation.pooled_dice only")
+
+
 class PooledVoxels:
-    """In-brain anomaly values and labels of all cases, for pooled AUROC / AUPRC and the oracle threshold."""
+    """In-brain anomaly values and labels of all cases, for pooled AUROC / AUPRC and the best global threshold."""
 
     def __init__(self) -> None:
         self.scores: List[np.ndarray] = []
@@ -187,16 +176,14 @@ class PooledVoxels:
         self.labels.append(a["label"][a["brain"]])
 
     def compute(self) -> tuple[Dict[str, Any], Dict[str, Any]]:
-        """(voxel ranking metrics, oracle upper bound) from one sort of the pooled map."""
+        """(voxel ranking metrics, best single global threshold on the labels) from one sort of the pooled map."""
         s, y = np.concatenate(self.scores), np.concatenate(self.labels)
         self.scores, self.labels = [], []  # free the memory
         r = M.ranking_metrics(s, y)
         ranking = {"pooled_auroc": r["auroc"], "pooled_auprc": r["auprc"],
                    "prevalence": float(y.mean()) if y.size else M.NAN, "n_voxels": int(y.size)}
-        oracle = {"dice": r["oracle_dice"], "threshold": r["oracle_threshold"],
-                  "note": "UPPER BOUND ONLY: threshold chosen on these test labels (pooled in-brain sweep); "
-                          "not a result - compare it with segmentation.pooled_dice"}
-        return ranking, oracle
+        best = {"dice": r["oracle_dice"], "threshold": r["oracle_threshold"], "note": BEST_GLOBAL_NOTE}
+        return ranking, best
 
 
 def lesion_size_tertiles(lesion_rows: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -249,10 +236,11 @@ def healthy_fpr(rows: List[Dict[str, Any]], healthy: List[Dict[str, Any]], alpha
             "per_case": {r["case"]: r["seg_in_brain"] / max(r["brain_voxels"], 1) for r in neg}}
 
 
-def _healthy_records(healthy_dir: Path, brain_dir: Optional[Path]) -> List[Dict[str, Any]]:
+def _healthy_records(healthy_dir: Path, brain_dir: Optional[Path],
+                     resampled: List[Resampled]) -> List[Dict[str, Any]]:
     rows = []
     for case in list_prediction_cases(healthy_dir):
-        c = load_case(healthy_dir, case, None, brain_dir, None)
+        c = load_case(healthy_dir, case, None, brain_dir, None, resampled)
         a = arrays(c)
         rows.append({"case": case, "source": "healthy", "volume_score": c["info"].get("volume_score"),
                      "detection": decision(c["info"]), "seg_in_brain": int((a["seg"] & a["brain"]).sum()),
@@ -268,26 +256,31 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
     from itermask_auto.evaluation.report import case_figure, write_index
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     if not ref_dir.is_dir():
-        raise InputError(ref_dir, "label folder not found")
+        raise SetupError(ref_dir, "label folder not found")
+    if not pred_dir.is_dir():
+        raise SetupError(pred_dir, "prediction folder not found")
     brain_dir = Path(brain_dir) if brain_dir else None
     images_dir = Path(images_dir) if images_dir else None
     rows: List[Dict[str, Any]] = []
+    resampled: List[Resampled] = []
     pooled = PooledVoxels()
     for case in list_prediction_cases(pred_dir):
-        c = load_case(pred_dir, case, ref_dir, brain_dir, images_dir)
+        c = load_case(pred_dir, case, ref_dir, brain_dir, images_dir, resampled)
         a = arrays(c)
         voxel_mm3 = float(np.prod(c["anomaly"].GetSpacing()))
         row = {"case": case, "source": "test", "volume_score": c["info"].get("volume_score"),
                "detection": decision(c["info"]), "brain_source": c["brain_source"], "info": c["info"],
+               "input_warnings": (c["info"].get("input_check") or {}).get("warnings", []),
+               "label_resampled": any(r.case == case and r.kind == "label" for r in resampled),
                **case_metrics(a, voxel_mm3)}
         pooled.add(a)
         if report:
             row["figure"] = case_figure(pred_dir / "qc" / f"{case}.png", c, row).name
         rows.append(row)
         logger.info("%s: dice %.3f auroc %.3f score %s", case, row["dice"], row["auroc"], row["volume_score"])
-    healthy = _healthy_records(Path(healthy_dir), brain_dir) if healthy_dir else []
+    healthy = _healthy_records(Path(healthy_dir), brain_dir, resampled) if healthy_dir else []
     alpha_value, alpha_source = resolve_alpha([r["info"] for r in rows + healthy], alpha)
-    ranking, oracle = pooled.compute()
+    ranking, best_global = pooled.compute()
     tot = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn")}
     lesion_rows = [r for r in rows if r["has_lesion"]]
     summary = {
@@ -302,7 +295,9 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
             "mean_case_recall": M.nanmean([r["recall"] for r in lesion_rows]), **tot},
         "voxel_ranking": {**ranking, "mean_case_auroc": M.nanmean([r["auroc"] for r in lesion_rows]),
                           "mean_case_auprc": M.nanmean([r["auprc"] for r in lesion_rows])},
-        "oracle_dice_upper_bound": oracle,
+        BEST_GLOBAL_KEY: best_global,
+        "resampled_labels": [r.to_dict() for r in resampled if r.kind == "label"],
+        "resampled_other_files": [r.to_dict() for r in resampled if r.kind != "label"],
         "lesion_size": lesion_size_tertiles(lesion_rows),
         "detection": detection_metrics(rows, healthy),
         "healthy_voxel_fpr": healthy_fpr(rows, healthy, alpha_value, alpha_source),

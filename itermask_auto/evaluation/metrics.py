@@ -125,7 +125,8 @@ def fpr_at_tpr(scores: np.ndarray, labels: np.ndarray, target_tpr: float) -> flo
 
 
 def best_dice_threshold(scores: np.ndarray, labels: np.ndarray) -> Tuple[float, float]:
-    """(Dice, threshold) of the best rule `score >= threshold` chosen ON THE LABELS: an oracle upper bound only."""
+    """(Dice, threshold) of the best rule `score >= threshold` chosen ON THE LABELS: never a result, and no upper
+    bound of a rule with a threshold per subject."""
     tp, fp, thr = _operating_points(scores, labels)
     if tp.size == 0 or tp[-1] == 0:
         return NAN, NAN

@@ -98,13 +98,13 @@ CSS = """body{font-family:sans-serif;background:#111;color:#ddd;margin:16px}a{co
 table{border-collapse:collapse;margin-bottom:12px}td,th{border:1px solid #444;padding:3px 8px;text-align:right}
 th{text-align:left}.case{border:1px solid #333;margin:10px 0;padding:8px;background:#1a1a1a}
 .case img{max-width:100%;height:auto;display:block}.oracle{color:#aaa;font-style:italic}
-.pos{color:#f96}.neg{color:#8d8}"""
+.pos{color:#f96}.neg{color:#8d8}.warn{color:#fc4}"""
 
 
 def _summary_table(summary: Dict[str, Any]) -> str:
     seg, vox = summary.get("segmentation", {}), summary.get("voxel_ranking", {})
     det, hfp = summary.get("detection", {}), summary.get("healthy_voxel_fpr", {})
-    oracle = summary.get("oracle_dice_upper_bound", {})
+    best = summary.get("best_global_threshold_on_labels", {})
     rows = [("pooled Dice (calibrated segmentation)", seg.get("pooled_dice")),
             ("mean case Dice (lesion cases)", seg.get("mean_case_dice")),
             ("pooled precision / recall", f"{_fmt(seg.get('pooled_precision'))} / {_fmt(seg.get('pooled_recall'))}"),
@@ -112,8 +112,12 @@ def _summary_table(summary: Dict[str, Any]) -> str:
             ("detection AUROC / AUPRC (volume score)", f"{_fmt(det.get('auroc'))} / {_fmt(det.get('auprc'))}"),
             ("healthy voxel FPR (target alpha)", f"{_fmt(hfp.get('voxel_fpr'))} ({_fmt(hfp.get('alpha'))})")]
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
-    body += (f"<tr class='oracle'><th>oracle Dice upper bound (threshold chosen on these labels - not a result)"
-             f"</th><td>{html.escape(_fmt(oracle.get('dice')))}</td></tr>")
+    body += (f"<tr class='oracle'><th>Dice of the best single global threshold on these labels (chosen on the "
+             f"labels: not a result)</th><td>{html.escape(_fmt(best.get('dice')))}</td></tr>")
+    resampled = summary.get("resampled_labels") or []
+    if resampled:
+        body += (f"<tr class='warn'><th>labels resampled to the prediction's grid</th>"
+                 f"<td>{html.escape(', '.join(r['case'] for r in resampled))}</td></tr>")
     return f"<table>{body}</table>"
 
 
@@ -132,13 +136,17 @@ def write_index(qc_dir: Path, rows: List[Dict[str, Any]], summary: Dict[str, Any
         decision = r.get("detection")
         cls = "pos" if decision else "neg"
         dice = f" &middot; Dice {_fmt(r.get('dice'))}" if r.get("has_lesion") else " &middot; no lesion in label"
+        files = (r.get("info") or {}).get("files") or {}  # the input's format with --output_format input
         links = " ".join(f"<a href='../{html.escape(f)}'>{n}</a>" for n, f in (
-            ("json", f"{r['case']}.json"), ("anomaly", f"{r['case']}_anomaly.nii.gz"),
-            ("seg", f"{r['case']}_seg.nii.gz")))
+            ("json", f"{r['case']}.json"), ("anomaly", files.get("anomaly", f"{r['case']}_anomaly.nii.gz")),
+            ("seg", files.get("seg", f"{r['case']}_seg.nii.gz"))))
         fig = html.escape(r.get("figure", f"{r['case']}.png"))
+        warnings = r.get("input_warnings") or []
+        ood = (f"<p class='warn'>&#9888; input outside the training data: {html.escape('; '.join(warnings))}. "
+               "The score may reflect that, not an anomaly.</p>" if warnings else "")
         parts.append(f"<div class='case' id='{c}'><h3>{c}</h3><p>score {_fmt(r.get('volume_score'), 4)} &middot; "
                      f"<span class='{cls}'>{_fmt(decision)}</span>{dice} &middot; {links} &middot; "
-                     f"<a href='{fig}'>figure</a></p><img src='{fig}' alt='{c}'></div>")
+                     f"<a href='{fig}'>figure</a></p>{ood}<img src='{fig}' alt='{c}'></div>")
     parts.append("</body></html>\n")
     path = Path(qc_dir) / "index.html"
     with atomic_path(path, ".html") as tmp:

@@ -204,29 +204,57 @@ def make_synthetic_dataset(source: str | int | Path, dataset_id: int, name: Opti
     return final
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(description="Write a raw test dataset of synthetic anomalies (lesions from real "
-                                            "lesion masks or blobs; slab, bias, spike, ghosting artefacts) made "
-                                            "from the healthy scans of a raw dataset.")
+SYNTHETIC_EPILOG = """\
+kinds:
+  lesion    --n_lesions components shaped by real MS lesion masks (or blobs)
+            with a local intensity change; voxel label = the lesions
+  slab      a band of changed intensity; voxel label = the band in the brain
+  bias      a smooth multiplicative field (empty label, anomalous as a volume)
+  spike     a k-space spike: stripes (empty label, anomalous as a volume)
+  ghosting  phase errors: shifted ghost heads (empty label, anomalous as a volume)
+
+exit codes:
+  0  dataset written
+  1  error (source not found, unreadable file): one line naming it;
+     nothing is written
+  2  command-line error"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="itermask_synthetic", epilog=SYNTHETIC_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a raw test dataset of synthetic anomalies (lesions from real lesion masks or blobs; slab, "
+                    "bias, spike, ghosting artefacts) made from the healthy scans of a raw dataset: imagesTs, "
+                    "labelsTs, masksTs, dataset.json and a manifest.")
     p.add_argument("source", help="raw dataset folder, or dataset ID / name under $ITERMASK_raw")
     p.add_argument("--id", type=int, required=True, help="ID of the new dataset")
     p.add_argument("--name", default=None, help="name of the new dataset (default: SOURCE_NAME_Synthetic)")
-    p.add_argument("--kinds", nargs="+", default=["lesion"], choices=KINDS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kinds", nargs="+", default=["lesion"], choices=KINDS, metavar="KIND",
+                   help=f"anomaly kinds, one case per source case and kind: {', '.join(KINDS)} (default: lesion)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed and source give the same files (default: 0)")
     p.add_argument("--raw", type=Path, default=None, help="raw data root (default: $ITERMASK_raw)")
     p.add_argument("--split", default="auto", choices=("auto", "Tr", "Ts"),
-                   help="source images: imagesTs if it has cases (auto), else imagesTr")
-    p.add_argument("--cases", nargs="+", default=None, help="only these source cases")
-    p.add_argument("--limit", type=int, default=None, help="only the first N source cases")
+                   help="source images: imagesTs if it has cases (auto, the default), else imagesTr")
+    p.add_argument("--cases", nargs="+", default=None, help="only these source cases (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N source cases (default: all)")
     p.add_argument("--lesion_masks", default="auto",
-                   help="folder or file of binary lesion masks; 'auto' = the MSLUB masks in $ITERMASK_SHARED_DATA "
-                        "or ../shared/data when present; 'none' = generated blobs")
-    p.add_argument("--n_lesions", type=int, nargs=2, default=(2, 6), metavar=("MIN", "MAX"))
+                   help="folder or file of binary lesion masks; 'auto' (default) = the MSLUB masks in "
+                        "$ITERMASK_SHARED_DATA or ../shared/data when present; 'none' = generated blobs")
+    p.add_argument("--n_lesions", type=int, nargs=2, default=(2, 6), metavar=("MIN", "MAX"),
+                   help="number of lesion components drawn per lesion case (default: 2 6)")
     p.add_argument("--contrast", type=float, nargs=2, default=(0.3, 0.5), metavar=("MIN", "MAX"),
-                   help="|relative change| of the lesion level against the local white-matter-ish level")
+                   help="|relative change| of the lesion level against the local white-matter-ish level "
+                        "(default: 0.3 0.5)")
     p.add_argument("--blob_radius", type=float, nargs=2, default=BLOB_RADIUS_MM, metavar=("MIN", "MAX"),
-                   help="radius range (mm) of generated blobs (used without real masks; 10 25 = tumour-sized)")
-    p.add_argument("-v", "--verbose", action="store_true")
+                   help="radius range (mm) of generated blobs, used without real masks; 10 25 = tumour-sized "
+                        f"(default: {BLOB_RADIUS_MM[0]:g} {BLOB_RADIUS_MM[1]:g})")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -23,9 +23,22 @@ def default_profile() -> str:
         return "cpu"
 
 
+EPILOG = """\
+accepted input: nnU-Net v2's raw dataset layout, dataset.json with
+channel_names and file_ending; imagesTr/CASE_0000<file_ending>, one file per
+channel (.nii.gz, .nii, .mha, .nrrd: any format SimpleITK reads); optional
+masksTr/CASE<file_ending> brain masks.
+
+exit codes:
+  0  planned (and preprocessed)
+  1  error: one line per bad file naming it; nothing is written to the
+     preprocessed folder
+  2  command-line error"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="itermask_plan_and_preprocess",
+        prog="itermask_plan_and_preprocess", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fingerprint a raw dataset of healthy scans ($ITERMASK_raw/DatasetXXX_Name), plan spacing, "
                     "patch size, network, batch size and the mask schedule, then skull-strip (when needed), "
                     "crop, normalise, resample and store it under $ITERMASK_preprocessed.")

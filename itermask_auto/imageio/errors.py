@@ -9,3 +9,7 @@ class InputError(ValueError):
         self.path = str(path)
         self.problem = problem.replace("\n", " ")
         super().__init__(f"{self.path}: {self.problem}")
+
+
+class SetupError(InputError):
+    """A problem with the command's set-up as a whole (a folder, the model), not with one case: exit code 2."""

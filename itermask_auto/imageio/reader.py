@@ -10,26 +10,37 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from itermask_auto.imageio.dicom import is_dicom_file, read_series_of
 from itermask_auto.imageio.errors import InputError
 
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 GEOMETRY_TOLERANCE = 1e-3
+NON_DICOM_ENDINGS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read a 3-D single-component image and check it is usable; raise InputError otherwise."""
+    """Read a 3-D single-component image and check it is usable; raise InputError otherwise.
+
+    Any format SimpleITK reads (.nii(.gz), .mha, .nrrd, ...); a DICOM file stands for its whole series."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
     if path.name.endswith((".nii", ".nii.gz")):
         _check_nifti_voxels(path)
+    if not path.name.endswith(NON_DICOM_ENDINGS) and is_dicom_file(path):
+        return validate_image(read_series_of(path), path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = next((ln for ln in first if "ERROR" in ln or "error" in ln), first[-1] if first else "")
         raise InputError(path, f"cannot be read as an image ({detail.strip()[:160]})") from None
+    return validate_image(image, path)
+
+
+def validate_image(image: sitk.Image, path: str | os.PathLike) -> sitk.Image:
+    """The checks every input image passes, whatever its format (a 4-D singleton becomes 3-D)."""
     dim = image.GetDimension()
     if dim == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
