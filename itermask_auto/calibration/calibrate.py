@@ -79,6 +79,7 @@ def calibrate_model_folder(fold_dir: str | Path, device: str = "cpu", checkpoint
         "voxel_threshold": voxel_thr,
         "alpha": cal_plan.alpha,
         "alpha_achieved": float(np.mean(pooled > voxel_thr)),
+        "voxel_thresholds": {f"{a:g}": voxel_threshold(pooled, a) for a in cal_plan.voxel_fpr_levels},
         **predictor.spec.calibrate_from_healthy_maps(pooled_first, cal_plan.alpha),
         **method_keys,
         "detection_threshold": detection,
