@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from itermask_auto.evaluation import metrics as M
+from itermask_auto.evaluation.training_cases import refuse_labelled_training_cases
 from itermask_auto.imageio.errors import InputError
 from itermask_auto.utilities.atomic import atomic_path, read_json, write_json
 
@@ -269,6 +270,7 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     if not ref_dir.is_dir():
         raise InputError(ref_dir, "label folder not found")
+    refuse_labelled_training_cases([pred_dir] + ([Path(healthy_dir)] if healthy_dir else []))
     brain_dir = Path(brain_dir) if brain_dir else None
     images_dir = Path(images_dir) if images_dir else None
     rows: List[Dict[str, Any]] = []
