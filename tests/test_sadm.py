@@ -91,7 +91,8 @@ def test_fit_slices_centre_crops_and_pads_to_the_planned_size():
     brain = image[:, 0] > 10
     out, out_brain = fit_slices(image, brain, [4, 8], -3.0)
     assert out.shape == (2, 1, 4, 8) and out_brain.shape == (2, 4, 8)
-    assert torch.equal(out[:, :, :, 2:6], image[:, :, 1:5]) and (out[..., :2] == -3).all() and (out[..., 6:] == -3).all()
+    assert torch.equal(out[:, :, :, 2:6], image[:, :, 1:5])
+    assert (out[..., :2] == -3).all() and (out[..., 6:] == -3).all()
     assert torch.equal(out_brain[:, :, 2:6], brain[:, 1:5]) and not out_brain[..., :2].any()
 
 
