@@ -179,7 +179,7 @@ def train(args, method: str, configuration: str) -> tuple[Path, bool, float]:
     ds = find_dataset(preprocessed_root(), IXI)
     plans = Plans.load(ds / PLANS_FILE)
     fold_dir = model_folder(ds.name, method, plans.plans_name, configuration, 0)
-    want = args.epochs or plans.training.num_epochs
+    want = stage_plans(plans, method, configuration, args)[0][1].num_epochs   # the first stage's (its recipe)
     final = fold_dir / "checkpoint_final.pth"
     if final.is_file() and torch.load(final, map_location="cpu", weights_only=True)["num_epochs"] == want:
         if not (fold_dir / "calibration.json").is_file():
@@ -190,6 +190,14 @@ def train(args, method: str, configuration: str) -> tuple[Path, bool, float]:
     run_training(IXI, configuration, 0, method, args.device, continue_training=not final.is_file(),
                  epochs=args.epochs, iterations=args.iterations, num_threads=args.threads, num_workers=args.workers)
     return fold_dir, True, time.perf_counter() - start
+
+
+def stage_plans(plans, method: str, configuration: str, args) -> list:
+    """[(stage name, TrainingPlan)] a run trains: the plan's recipe, each stage's own, then --epochs/--iterations."""
+    from itermask_auto.methods.base import with_recipe
+    from itermask_auto.methods.registry import get_method
+    return [(stage.name, with_recipe(plans.training, stage, args.epochs, args.iterations))
+            for stage in get_method(method).stages(plans, configuration)]
 
 
 def predict(args, method: str, configuration: str, sets: Dict[str, Path], out: Path,
@@ -282,6 +290,11 @@ def table(args, results: Dict, plans) -> str:
              "detection AUROC of the volume score against the held-out healthy scans; s/volume = wall time of "
              "itermask_predict per scan predicted in this run (preprocessing + inference + export; — when all "
              "were reused); passes = network passes per scan.",
+             "Stage recipes: " + "; ".join(
+                 f"{r['method']} ({r['configuration']}): " + ", ".join(
+                     f"{name} {tp.num_epochs} x {tp.iterations_per_epoch}"
+                     for name, tp in stage_plans(plans, r["method"], r["configuration"], args))
+                 for r in results.values()) + ".",
              "", "| method (configuration) | test set | n | Dice | AUPRC | AUROC | voxel FPR (α) | detection AUROC | s/volume | "
              "passes/volume | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run, r in results.items():

@@ -138,6 +138,7 @@ def _thresholds(predictor: Predictor, scored: Dict[str, Dict[str, Any]], case_id
         "voxel_threshold": voxel_thr,
         "alpha": cal_plan.alpha,
         "alpha_achieved": float(np.mean(pooled > voxel_thr)),
+        "voxel_thresholds": {f"{a:g}": voxel_threshold(pooled, a) for a in cal_plan.voxel_fpr_levels},
         **predictor.spec.calibrate_from_healthy_maps(pooled_first, cal_plan.alpha),
         **method_keys,
         "brain_erosion_mm": erosion,

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from itermask_auto.evaluation import metrics as M
 from itermask_auto.evaluation.grids import Resampled, on_grid
+from itermask_auto.evaluation.training_cases import refuse_labelled_training_cases
 from itermask_auto.imageio.errors import InputError, SetupError
 from itermask_auto.utilities.atomic import atomic_path, read_json, write_json
 
@@ -259,6 +260,7 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
         raise SetupError(ref_dir, "label folder not found")
     if not pred_dir.is_dir():
         raise SetupError(pred_dir, "prediction folder not found")
+    refuse_labelled_training_cases([pred_dir] + ([Path(healthy_dir)] if healthy_dir else []))
     brain_dir = Path(brain_dir) if brain_dir else None
     images_dir = Path(images_dir) if images_dir else None
     rows: List[Dict[str, Any]] = []

@@ -112,6 +112,8 @@ class InferencePlan:
 @dataclass
 class CalibrationPlan:
     alpha: float = 0.01              # target healthy voxel false-positive rate of the segmentation
+    # healthy voxel false-positive rates whose thresholds calibration.json also reports ("voxel_thresholds")
+    voxel_fpr_levels: List[float] = field(default_factory=lambda: [0.01, 0.05, 0.1])
     detection_rule: str = "max_healthy_score"  # volume threshold rule, see docs/plans.md
     detection_quantile: float = 0.95
     gamma_case_quantile: float = 0.9  # γ = this quantile of the healthy validation cases' own γ (see calibration)

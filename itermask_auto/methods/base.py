@@ -54,6 +54,7 @@ class StepContext:
     frozen: Dict[str, "torch.nn.Module"]    # trained networks of the stages listed in Stage.uses (eval, no grad)
     autocast: Callable[[], Any]             # context manager: the planned mixed precision for forward passes
     training: bool = True
+    labelled: Optional[Any] = None          # `--labelled`: training/labelled.LabelledData (methods that accept it)
 
 
 class Method:
@@ -62,6 +63,7 @@ class Method:
     description: str = ""
     configurations: Tuple[str, ...] = ("3d", "2d")   # configurations it can train; the first is its default
     volume_score_name: str = "top1_mean"             # key of InferenceResult.scores used for detection
+    accepts_labelled: bool = False                   # may train on a labelled dataset (`itermask_train --labelled`)
 
     # ---- planning ------------------------------------------------------------------------------------------
     def default_plan(self, plans: "Plans") -> Dict[str, Any]:
@@ -94,6 +96,11 @@ class Method:
         """(sum, count) of the stage's validation error over a batch; the engine reports sum/count over the
         fixed validation batches. Default: the loss, counted once per batch."""
         return float(self.loss(stage, network, batch, ctx).detach()), 1.0
+
+    def training_data_note(self, plans: "Plans", configuration: str) -> Dict[str, Any]:
+        """What the method's training reads or makes besides the healthy training cases (e.g. how it synthesises
+        anomalies); the engine writes it, with any `--labelled` dataset, to fold_N/training_data.json (model card)."""
+        return {}
 
     # ---- inference -----------------------------------------------------------------------------------------
     def infer(self, predictor: "Predictor", data: "np.ndarray", hf: "np.ndarray", brain: "np.ndarray",

@@ -10,12 +10,14 @@ from itermask_auto.methods.base import Method
 from itermask_auto.methods.itermask2.method import IterMask2
 from itermask_auto.methods.itermask3d.method import IterMask3D
 from itermask_auto.methods.oneshot.method import OneShot
+from itermask_auto.methods.sadm.method import SADM
 
 _METHODS = (
     IterMask3D(),
     OneShot(),
     PlainAutoencoder(),
     IterMask2(),
+    SADM(),
 )
 METHODS: Dict[str, Method] = {m.name: m for m in _METHODS}
 DEFAULT_METHOD = "itermask3d"

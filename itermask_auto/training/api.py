@@ -13,14 +13,15 @@ from typing import Optional
 
 from itermask_auto.calibration.calibrate import calibrate_model_folder
 from itermask_auto.experiment_planning.plans import FINGERPRINT_FILE, PLANS_FILE, Plans
-from itermask_auto.methods.registry import DEFAULT_METHOD, get_method
-from itermask_auto.paths import preprocessed_root
+from itermask_auto.methods.registry import DEFAULT_METHOD, METHODS, get_method
+from itermask_auto.model_sharing.model_card import TRAINING_DATA_NOTE
+from itermask_auto.paths import preprocessed_root, raw_root
 from itermask_auto.preprocessing.storage import list_preprocessed_cases
 from itermask_auto.training.checkpoint import FINAL, PLANS_COPY, model_folder
 from itermask_auto.training.progress import file_logging
 from itermask_auto.training.schedule import resolve_device, set_torch_threads
 from itermask_auto.training.splits import fold_cases, load_or_create_splits
-from itermask_auto.utilities.atomic import write_json
+from itermask_auto.utilities.atomic import read_json, write_json
 from itermask_auto.utilities.dataset import find_dataset
 from itermask_auto.utilities.distributed import SINGLE, Ranks, barrier, init_from_environment
 
@@ -67,21 +68,28 @@ def run_training(dataset: str | int, configuration: Optional[str] = None, fold: 
                  method: str = DEFAULT_METHOD, device: str = "cpu", continue_training: bool = False,
                  calibrate_only: bool = False, epochs: Optional[int] = None, iterations: Optional[int] = None,
                  num_workers: int = 0, compile: bool = False, run_calibration: bool = True,
-                 num_threads: Optional[int] = None, verify_replicas: bool = False) -> Path:
+                 num_threads: Optional[int] = None, verify_replicas: bool = False,
+                 labelled: Optional[str | int] = None) -> Path:
     """Train one fold (or only calibrate it) and return its model folder.
 
     num_threads: torch CPU threads (default: cores minus data workers); run_calibration=False skips calibration;
-    verify_replicas: (torchrun) check after every step that all ranks hold bit-identical weights."""
+    verify_replicas: (torchrun) check after every step that all ranks hold bit-identical weights;
+    labelled: a raw dataset (imagesTr + labelsTr) added to training, for methods that accept weak supervision."""
     fold = _parse_fold(fold)
     spec = get_method(method)
+    if labelled is not None and not spec.accepts_labelled:
+        raise ValueError(f"method {spec.name} does not train on labelled data (--labelled); methods that do: "
+                         f"{', '.join(sorted(n for n, m in METHODS.items() if m.accepts_labelled)) or 'none'}")
     dataset_dir, plans, configuration = load_plan(dataset, configuration, spec.configurations)
     spec.check(plans, configuration)
     fold_dir = model_folder(dataset_dir.name, spec.name, plans.plans_name, configuration, fold)
     ranks, device = init_from_environment(device)
     torch_device = resolve_device(device)
     if not calibrate_only:
+        labelled_data = _labelled(labelled, plans, configuration, dataset_dir, fold_dir, continue_training, ranks)
         _train_stages(spec, plans, configuration, fold, fold_dir, dataset_dir, torch_device, ranks,
-                      continue_training, epochs, iterations, num_workers, compile, num_threads, verify_replicas)
+                      continue_training, epochs, iterations, num_workers, compile, num_threads, verify_replicas,
+                      labelled_data)
     elif not (fold_dir / FINAL).is_file():
         raise FileNotFoundError(f"{fold_dir / FINAL}: not found - train this fold before --calibrate_only")
     if run_calibration:
@@ -89,6 +97,26 @@ def run_training(dataset: str | int, configuration: Optional[str] = None, fold: 
             calibrate(fold_dir, device, ranks=ranks)
     barrier(ranks)
     return fold_dir
+
+
+def _labelled(dataset, plans: Plans, configuration: str, dataset_dir: Path, fold_dir: Path,
+              continue_training: bool, ranks: Ranks):
+    """The `--labelled` dataset prepared (rank 0) and loaded (every rank); None without one. A fold continued with
+    --c keeps the labelled dataset (or none) it was started with."""
+    name = find_dataset(raw_root(), dataset).name if dataset is not None else None
+    note = fold_dir / TRAINING_DATA_NOTE
+    if continue_training and (fold_dir / PLANS_COPY).is_file():
+        before = read_json(note).get("labelled_dataset") if note.is_file() else None
+        if before != name:
+            how = f"with --labelled {before}" if before else "without --labelled"
+            raise ValueError(f"{fold_dir}: was trained {how}; continue it the same way")
+    if dataset is None:
+        return None
+    from itermask_auto.training.labelled import load_labelled, prepare_labelled
+    if ranks.is_main:
+        prepare_labelled(dataset, plans, configuration, dataset_dir)
+    barrier(ranks)
+    return load_labelled(dataset, plans, configuration, dataset_dir)
 
 
 def calibrate(fold_dir: Path, device: str, ranks: Ranks = SINGLE) -> dict:
@@ -99,7 +127,7 @@ def calibrate(fold_dir: Path, device: str, ranks: Ranks = SINGLE) -> dict:
 
 def _train_stages(spec, plans: Plans, configuration: str, fold, fold_dir: Path, dataset_dir: Path, device,
                   ranks: Ranks, continue_training: bool, epochs, iterations, num_workers: int, compile: bool,
-                  num_threads: Optional[int], verify_replicas: bool) -> None:
+                  num_threads: Optional[int], verify_replicas: bool, labelled=None) -> None:
     config = plans.configuration(configuration)
     data_folder = dataset_dir / config.data_identifier
     cases = list_preprocessed_cases(data_folder) if data_folder.is_dir() else []
@@ -117,6 +145,7 @@ def _train_stages(spec, plans: Plans, configuration: str, fold, fold_dir: Path, 
         write_json(fold_dir / "splits.json", {"fold": str(fold), "train": train_cases, "val": val_cases})
         if (dataset_dir / FINGERPRINT_FILE).is_file():   # the training range, for out-of-distribution checks
             shutil.copyfile(dataset_dir / FINGERPRINT_FILE, fold_dir / FINGERPRINT_FILE)
+        write_training_data_note(fold_dir, spec.training_data_note(plans, configuration), labelled)
     barrier(ranks)
     from itermask_auto.training.trainer import Trainer  # torch-heavy: import only when training
     with file_logging(fold_dir, enabled=ranks.is_main):
@@ -133,8 +162,22 @@ def _train_stages(spec, plans: Plans, configuration: str, fold, fold_dir: Path, 
                               train_cases, val_cases, device, num_epochs=epochs, iterations=iterations,
                               num_workers=num_workers, compile=compile, stage=stage,
                               frozen={k: frozen[k] for k in stage.uses}, ranks=ranks,
-                              verify_replicas=verify_replicas)
+                              verify_replicas=verify_replicas, labelled=labelled)
             trainer.run(continue_training=continue_training)
             frozen[stage.name] = trainer.network.eval().requires_grad_(False)
             barrier(ranks)
 
+
+def write_training_data_note(fold_dir: Path, note: dict, labelled) -> None:
+    """fold_N/training_data.json (model card): the method's note and the --labelled dataset with its case ids;
+    removed when there is nothing to say (a fold retrained without them)."""
+    note = dict(note)
+    if labelled is not None:
+        note.update(labelled_dataset=labelled.dataset, labelled_cases=len(labelled.case_ids),
+                    labelled_case_ids=labelled.case_ids,
+                    labelled_source=f"imagesTr + labelsTr of {labelled.dataset}, preprocessed with this plan")
+    path = fold_dir / TRAINING_DATA_NOTE
+    if note:
+        write_json(path, note)
+    elif path.is_file():
+        path.unlink()

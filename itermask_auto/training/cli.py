@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: CPU cores minus data workers)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster steps)")
+    p.add_argument("--labelled", default=None, metavar="DATASET",
+                   help="weak supervision, for methods that accept it: also train on the lesion labels of this raw "
+                        "dataset (imagesTr + labelsTr, preprocessed with this plan); recorded in the model folder, "
+                        "and itermask_evaluate refuses to report on its cases")
     p.add_argument("--verify_replicas", action="store_true",
                    help="(torchrun) check after every step that all ranks hold bit-identical weights")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -73,7 +77,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 device=args.device, continue_training=args.continue_training,
                                 calibrate_only=args.calibrate_only, epochs=args.epochs, iterations=args.iterations,
                                 num_workers=args.num_workers, compile=args.compile,
-                                num_threads=args.threads, verify_replicas=args.verify_replicas)
+                                num_threads=args.threads, verify_replicas=args.verify_replicas,
+                                labelled=args.labelled)
     except KeyboardInterrupt:
         sys.stderr.write("itermask_train: interrupted; the last finished epoch is in checkpoint_latest.pth - "
                          "rerun with --c to continue\n")

@@ -60,11 +60,12 @@ class Trainer:
                  device: torch.device, num_epochs: Optional[int] = None, iterations: Optional[int] = None,
                  num_workers: int = 0, compile: bool = False, stage: Optional[Stage] = None,
                  frozen: Optional[Dict[str, torch.nn.Module]] = None, ranks: Ranks = SINGLE,
-                 verify_replicas: bool = False):
+                 verify_replicas: bool = False, labelled: Optional[Any] = None):
         self.plans, self.configuration, self.method, self.fold = plans, configuration, method, fold
         self.stage = stage or method.stages(plans, configuration)[0]
         self.fold_dir, self.dataset_name, self.device, self.ranks = Path(fold_dir), dataset_name, device, ranks
         self.frozen = dict(frozen or {})
+        self.labelled = labelled   # `--labelled` data for the method's steps (StepContext.labelled)
         self.config = plans.configuration(configuration)
         self.tp = with_recipe(plans.training, self.stage, num_epochs, iterations)
         self.num_epochs, self.iterations = int(self.tp.num_epochs), int(self.tp.iterations_per_epoch)
@@ -119,7 +120,8 @@ class Trainer:
 
     def step_context(self, training: bool = True) -> StepContext:
         return StepContext(device=self.device, plans=self.plans, configuration=self.configuration, epoch=self.epoch,
-                           num_epochs=self.num_epochs, frozen=self.frozen, autocast=self._autocast, training=training)
+                           num_epochs=self.num_epochs, frozen=self.frozen, autocast=self._autocast, training=training,
+                           labelled=self.labelled)
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> float:
         self.optimizer.zero_grad(set_to_none=True)
