@@ -168,6 +168,13 @@ def preprocess(args, root: Path, configurations: List[str]):
     return Plans.load(find_dataset(root, IXI) / PLANS_FILE)
 
 
+def planned_recipe(plans, method: str, configuration: str):
+    """The TrainingPlan the method's first stage trains with (a method may plan its own epochs: Stage.recipe)."""
+    from itermask_auto.methods.base import with_recipe
+    from itermask_auto.methods.registry import get_method
+    return with_recipe(plans.training, get_method(method).stages(plans, configuration)[0])
+
+
 def train(args, method: str, configuration: str) -> tuple[Path, bool, float]:
     """(fold dir, trained now?, training+calibration seconds) - skipped when an equal final model exists."""
     import torch
@@ -276,11 +283,16 @@ def table(args, results: Dict, plans) -> str:
               "synth_large": "IXI held-out + large synthetic lesions (blobs, radius {:g}-{:g} mm)".format(
                   *LARGE_BLOB_RADIUS_MM),
               "artefacts": "IXI held-out + artefacts"}
-    planned = f"{plans.training.num_epochs} epochs x {plans.training.iterations_per_epoch} iterations"
+    recipes = {}
+    for r in results.values():
+        tp = planned_recipe(plans, r["method"], r["configuration"])
+        recipes.setdefault(f"{tp.num_epochs} epochs x {tp.iterations_per_epoch} iterations", []).append(
+            f"{r['method']} ({r['configuration']})")
+    planned = "; ".join(f"{k} ({', '.join(v)})" if len(recipes) > 1 else k for k, v in recipes.items())
     recipe = f"{planned} (as planned)"
     if args.epochs or args.iterations:
-        recipe = (f"**NOT the planned recipe: {args.epochs or plans.training.num_epochs} epochs x "
-                  f"{args.iterations or plans.training.iterations_per_epoch} iterations** (plan: {planned})")
+        recipe = (f"**NOT the planned recipe: {args.epochs or 'planned'} epochs x "
+                  f"{args.iterations or 'planned'} iterations** (plan: {planned})")
     lines = [BEGIN, "## Real-data benchmark (benchmarks/real_data.py)", "",
              f"Command: `{' '.join(['python', 'benchmarks/real_data.py'] + sys.argv[1:])}`  ",
              f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M')}; training: {recipe}; "

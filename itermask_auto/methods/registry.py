@@ -7,6 +7,7 @@ from typing import Dict
 
 from itermask_auto.methods.ae.method import PlainAutoencoder
 from itermask_auto.methods.base import Method
+from itermask_auto.methods.constrained.method import ConstrainedAttention, ConstrainedEntropy
 from itermask_auto.methods.itermask2.method import IterMask2
 from itermask_auto.methods.itermask3d.method import IterMask3D
 from itermask_auto.methods.oneshot.method import OneShot
@@ -18,6 +19,8 @@ _METHODS = (
     PlainAutoencoder(),
     IterMask2(),
     SADM(),
+    ConstrainedAttention(),
+    ConstrainedEntropy(),
 )
 METHODS: Dict[str, Method] = {m.name: m for m in _METHODS}
 DEFAULT_METHOD = "itermask3d"
