@@ -9,6 +9,7 @@ from itermask_auto.methods.ae.method import PlainAutoencoder
 from itermask_auto.methods.base import Method
 from itermask_auto.methods.itermask2.method import IterMask2
 from itermask_auto.methods.itermask3d.method import IterMask3D
+from itermask_auto.methods.mmccd.method import MMCCD
 from itermask_auto.methods.oneshot.method import OneShot
 
 _METHODS = (
@@ -16,6 +17,7 @@ _METHODS = (
     OneShot(),
     PlainAutoencoder(),
     IterMask2(),
+    MMCCD(),
 )
 METHODS: Dict[str, Method] = {m.name: m for m in _METHODS}
 DEFAULT_METHOD = "itermask3d"
