@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -84,8 +83,8 @@ def preprocess(args, dataset_id: int, raw_folder: Path):
     if plans.default_configuration != "2d" and "2d epochs" not in plans.rules.get("training", ""):
         training, rule = plan_training(plans.profile, plans.configuration("2d"))
         plans.training.num_epochs = training.num_epochs
-        plans.rules["training"] = rule + " (2d epochs: re-planned by benchmarks/brats_slices.py for the configuration " \
-                                         "this protocol trains)"
+        plans.rules["training"] = (rule + " (2d epochs: re-planned by benchmarks/brats_slices.py for the "
+                                          "configuration this protocol trains)")
     if args.smoke:
         for name, keys in SMOKE_METHOD_PLANS.items():
             if name in plans.method_plans and plans.method_plans[name].get("usable", True):

@@ -72,8 +72,8 @@ def main(argv=None) -> int:
                         net(x, t)
                 sync()
             s, c = timed(infer, args.seconds)
-            print(f"  inference batch {batch:3d}: {1000 * s / batch:8.1f} ms/evaluation, {gflop * batch / s:7.1f} GFLOP/s "
-                  f"wall, {gflop * batch / c:7.1f} GFLOP per CPU-second", flush=True)
+            print(f"  inference batch {batch:3d}: {1000 * s / batch:8.1f} ms/evaluation, {gflop * batch / s:7.1f} "
+                  f"GFLOP/s wall, {gflop * batch / c:7.1f} GFLOP per CPU-second", flush=True)
         net.train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
         x = torch.randn(args.train_batch, 2, *args.shape, device=device)

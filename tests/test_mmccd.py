@@ -171,7 +171,7 @@ def test_prediction_counts_and_bounds_evaluations_per_slice():
     assert result.passes == stats["network_passes"] == 2 * 2 * (2 + 1) == result.scores["planned_evaluations_per_slice"]
     assert calls["forward"] == slices * 2 * 2 * 2 and calls["backward"] == slices * 2 * 2
     assert result.windows == calls["forward"] + calls["backward"] and result.scores["slices"] == slices
-    assert result.passes <= planned["evaluations_per_slice"] or planned["stripe_positions"] != 2
+    assert result.passes == planned["evaluations_per_slice"]             # the plan's figure follows the edited keys
     assert result.anomaly_map.shape == brain.shape and np.all(result.anomaly_map[~brain] == 0)
 
 
@@ -213,8 +213,11 @@ def test_cycle_error_is_higher_in_a_flair_only_lesion_after_short_training(tmp_p
     trainer_fixtures.set_roots(monkeypatch, tmp_path)
     dataset, _ = mf.make_two_sequence_dataset(tmp_path, n_cases=3, overrides={
         "forward_epochs": 4, "backward_epochs": 2, "iterations_per_epoch": 8})
+    poisoned = next((tmp_path / "raw" / dataset / "labelsTs").iterdir())
     with monkeypatch.context() as m:
         _forbid_labels(m, str(tmp_path / "raw"))
+        with pytest.raises(AssertionError, match="opened"):   # the guard works
+            open(poisoned, "rb")
         fold = run_training(dataset, "2d", 0, method="mmccd", num_threads=1, run_calibration=False)
     assert (fold / "checkpoint_final.pth").is_file() and (fold / "backward" / "checkpoint_final.pth").is_file()
     assert json.loads((fold / "plans.json").read_text())["method_plans"]["mmccd"]["forward_epochs"] == 4

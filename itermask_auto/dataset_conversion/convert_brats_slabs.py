@@ -136,7 +136,8 @@ def convert(source: Path, raw_root: Optional[Path] = None, dataset_id: int = 41,
     with staged_dataset(raw_root, dataset_id, name) as tmp:
         for folder in _cases(source):
             patient = folder.name
-            files = [folder / FILES[s] for s in sequences] + [folder / "brainmask.nii.gz", folder / "OTMultiClass.nii.gz"]
+            files = [folder / FILES[s] for s in sequences] + [folder / "brainmask.nii.gz",
+                                                              folder / "OTMultiClass.nii.gz"]
             for f in files[1:]:
                 if not same_grid(f, files[0]):
                     raise InputError(f, f"not on the grid of {files[0].name}")
@@ -180,7 +181,8 @@ def convert(source: Path, raw_root: Optional[Path] = None, dataset_id: int = 41,
                          "for nothing else), imagesTs = whole volumes with whole-tumour labels; patient-level folds "
                          "in folds.json / splits.json"),
             licence=LICENCE, reference=REFERENCE, source=str(source), spacing_mm=spacing_mm,
-            slab_rule=f"contiguous axial slices with brain and no tumour within {MARGIN_MM:g} mm, >= {MIN_SLAB_MM:g} mm",
+            slab_rule=(f"contiguous axial slices with brain and no tumour within {MARGIN_MM:g} mm, >= {MIN_SLAB_MM:g} "
+                       f"mm thick, >= {MIN_BRAIN_ML:g} ml of brain"),
             slabs=info)
     out = raw_root / f"Dataset{dataset_id:03d}_{name}"
     logger.info("BraTS slabs %s: %d training slabs of %d patients, %d test volumes, %d folds -> %s in %.1f s",

@@ -42,7 +42,8 @@ class MMCCD(Method):
         """Defaults (re-derived with the stored time budget, so deleting stripe_positions/ddim_steps from the plan
         file re-plans them for an edited budget), overridden by what the plan file holds."""
         stored = plans.method_plans.get(self.name) or {}
-        return {**mmccd_plan.default_plan(plans, stored.get("time_budget_s_per_volume")), **stored}
+        defaults = mmccd_plan.default_plan(plans, stored.get("time_budget_s_per_volume"))
+        return mmccd_plan.with_schedule_figures({**defaults, **stored})
 
     def check(self, plans, configuration: str) -> None:
         super().check(plans, configuration)

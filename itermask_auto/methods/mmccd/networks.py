@@ -12,7 +12,7 @@ MONAI's blocks have no dropout; the rest maps one to one (`num_head_channels` = 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import torch

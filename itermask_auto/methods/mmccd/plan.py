@@ -153,6 +153,18 @@ def default_plan(plans, budget_s: Optional[float] = None) -> Dict[str, Any]:
     return planned
 
 
+def with_schedule_figures(planned: Dict[str, Any]) -> Dict[str, Any]:
+    """The figures that follow from the schedule (evaluations per slice, predicted time), recomputed after a person
+    edited stripe_positions / ddim_steps in the plan file."""
+    if not planned.get("usable", True):
+        return planned
+    per_slice = 2 * int(planned["stripe_positions"]) * (int(planned["ddim_steps"]) + 1)
+    seconds = planned["gflop_per_evaluation"] / planned["throughput_gflops"]
+    predicted = planned["slices_per_volume"] * per_slice * seconds / (1 - OVERHEAD_FRACTION)
+    return {**planned, "evaluations_per_slice": per_slice, "predicted_s_per_volume": round(predicted, 1),
+            "over_budget": bool(predicted > planned["time_budget_s_per_volume"])}
+
+
 def _training(plans, prof: Dict[str, Any], profile_name: str, net: Dict[str, Any], patch) -> Dict[str, Any]:
     """Epochs of the two stages: the cpu profile fills a wall-clock budget (forward_share of it for the diffusion
     model) at a measured training throughput; the gpu profile trains both for the plan's epochs."""
