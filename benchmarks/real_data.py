@@ -321,10 +321,11 @@ def table(args, results: Dict, plans) -> str:
     return "\n".join(lines + ["", END])
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the text between the markers `begin` and `end` of `path` by `section` (appended if absent)."""
     text = path.read_text() if path.is_file() else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     with atomic_path(path, ".md") as tmp:

@@ -175,3 +175,6 @@ def log_plan_summary(plans: Plans) -> None:
     logger.info("training: %d epochs × %d iterations, lr %g (%s); hf radius %.4f cycles/mm; alpha %g",
                 t.num_epochs, t.iterations_per_epoch, t.initial_lr, t.lr_schedule, plans.hf_radius_cycles_per_mm,
                 plans.calibration.alpha)
+    for name, planned in sorted(plans.method_plans.items()):
+        if planned.get("usable") is False:   # a method that cannot run on this dataset says why, at planning
+            logger.warning("method %s: %s", name, planned.get("reason", "not usable on this dataset"))

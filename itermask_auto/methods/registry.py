@@ -10,6 +10,7 @@ from itermask_auto.methods.base import Method
 from itermask_auto.methods.constrained.method import ConstrainedAttention, ConstrainedEntropy
 from itermask_auto.methods.itermask2.method import IterMask2
 from itermask_auto.methods.itermask3d.method import IterMask3D
+from itermask_auto.methods.mmccd.method import MMCCD
 from itermask_auto.methods.oneshot.method import OneShot
 from itermask_auto.methods.sadm.method import SADM
 
@@ -21,6 +22,7 @@ _METHODS = (
     SADM(),
     ConstrainedAttention(),
     ConstrainedEntropy(),
+    MMCCD(),
 )
 METHODS: Dict[str, Method] = {m.name: m for m in _METHODS}
 DEFAULT_METHOD = "itermask3d"
