@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-model_dir", default=None, help="use this fold folder instead of -d/-c/-f/-m")
     p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth",
                    help="checkpoint file in the fold folder (default: checkpoint_final.pth)")
-    p.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda (default: cpu)")
+    p.add_argument("-device", default="cpu",
+                   help="cpu (default); cuda = every visible GPU, one worker process each; cuda:N or cuda:N,M,... = "
+                        "the GPUs named")
     p.add_argument("--continue", dest="continue_prediction", action="store_true",
                    help="skip cases already finished from the same input files (checksum in CASE.json)")
     p.add_argument("-npp", type=int, default=1, help="processes for preprocessing (default: 1 = in this process)")
@@ -106,17 +108,22 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args) -> int:
+    from itermask_auto.inference.devices import parse_devices, predict_on_devices
     from itermask_auto.inference.predict_folder import check_device, predict_folder
     from itermask_auto.utilities.atomic import check_writable_folder, remove_stale_temporaries
     check_device(args.device)  # before the output folder exists and before the checkpoint is loaded
+    devices = parse_devices(args.device)
     check_writable_folder(args.output)  # before the model loads: fail in a second, not after a case
-    summary = predict_folder(args.input, args.output, args.dataset, args.configuration, args.fold, args.method,
-                             args.device, model_dir=args.model_dir, checkpoint=args.checkpoint,
-                             plans_name=args.plans_name, continue_prediction=args.continue_prediction,
-                             num_parts=args.num_parts, part_id=args.part_id, save_masks=args.save_masks,
-                             npp=args.npp, nps=args.nps, masks_dir=args.masks_dir, mode=args.mode,
-                             progress=not args.quiet, output_format=args.output_format,
-                             dicom_channels=args.dicom_channels)
+    job = dict(input_dir=args.input, output_dir=args.output, dataset=args.dataset, configuration=args.configuration,
+               fold=args.fold, method=args.method, model_dir=args.model_dir, checkpoint=args.checkpoint,
+               plans_name=args.plans_name, continue_prediction=args.continue_prediction, num_parts=args.num_parts,
+               part_id=args.part_id, save_masks=args.save_masks, npp=args.npp, nps=args.nps,
+               masks_dir=args.masks_dir, mode=args.mode, progress=not args.quiet,
+               output_format=args.output_format, dicom_channels=args.dicom_channels)
+    if len(devices) > 1:
+        summary = predict_on_devices(devices, log_level=logging.getLogger().level, **job)
+    else:
+        summary = predict_folder(device=devices[0], **job)
     remove_stale_temporaries(args.output)  # left by a SIGKILLed earlier run; never read as outputs
     failures = summary["failures"]
     logger.info("%d case(s) written to %s", len(summary["cases"]), args.output)
