@@ -41,7 +41,7 @@ def test_index_renders_in_headless_chromium(tmp_path):
     for src in sources:
         png = index.parent / src
         assert png.is_file() and png.stat().st_size > 0, png
-    assert "oracle" in dom.stdout and "upper bound" in dom.stdout
+    assert "oracle" in dom.stdout and "chosen on the labels: not a result" in dom.stdout
 
     shot = tmp_path / "shot.png"
     run = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,900", url)

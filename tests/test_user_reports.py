@@ -25,6 +25,7 @@ trainer_fixtures = pytest.importorskip("trainer_fixtures")
 from itermask_auto.evaluation.cli import main as evaluate_main  # noqa: E402
 from itermask_auto.inference.cli import main as predict_main  # noqa: E402
 from itermask_auto.inference.predict_folder import predict_folder  # noqa: E402
+from itermask_auto.methods.registry import METHODS  # noqa: E402
 from user_report_fixtures import NIFTI, errors, predict, summary_of, train_tiny_model, write_case  # noqa: E402
 
 
@@ -234,7 +235,8 @@ def test_help_states_formats_exit_codes_defaults_and_choices(capsys):
     from itermask_auto.experiment_planning.cli import main as plan_main
     predict = _help(predict_main, capsys)
     for words in (".nii", ".mha", ".nrrd", "DICOM", "1 some cases failed", "2 set-up error", "130 interrupted",
-                  "(default: checkpoint_final.pth)", "-device {cpu,cuda}", "{ae,itermask2,itermask3d,oneshot}"):
+                  "(default: checkpoint_final.pth)", "-device {cpu,cuda,cuda:N[,M...]}",
+                  "{" + ",".join(sorted(METHODS)) + "}"):
         assert words in predict, words
     evaluate, plan = _help(evaluate_main, capsys), _help(plan_main, capsys)
     assert "exit codes" in evaluate and "exit codes" in plan

@@ -20,6 +20,9 @@ REFERENCE_HF_RADIUS = 15.0 / 192.0
 # IterMask3D mask scales 1/4, 1/2, 1/8 of a 1 mm grid = blocks of 4, 2, 8 mm, with p = 0.5, 0.25, 0.25.
 REFERENCE_BLOCKS_MM = [4.0, 2.0, 8.0]
 REFERENCE_BLOCK_P = [0.5, 0.25, 0.25]
+# scoring-region margins calibration chooses from (calibration/rim.py): healthy top-1 % errors sit 50-72 % in the
+# outer 4 mm of the brain on phantoms (docs/inference.md), so the choice is made on healthy validation maps
+BRAIN_EROSION_CANDIDATES_MM = (0.0, 2.0, 4.0, 6.0)
 PROFILES = {
     # activation-memory budget for one training step, batch limits, base features, epochs × iterations,
     # weight of the masked region in the loss (1 = the reference's plain MSE)
@@ -156,8 +159,13 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
                           f"masked-region loss weight {prof['masked_loss_weight']} (cpu: spend the short budget on "
                           "the in-painting the method relies on, not on copying the visible voxels)",
         "training": training_rule,
-        "inference": "15-pass budget: 8 sweep passes instead of the reference 100, then at most 6 shrink passes",
-        "calibration": "alpha 0.01 healthy voxel FPR (Behrendt et al.'s protocol on healthy validation scans)",
+        "inference": "15-pass budget: 8 sweep passes instead of the reference 100, then at most 6 shrink passes; "
+                     "the knee is read on the error relative to the case's median whole-brain-masked error "
+                     "(knee_scale median_error: the curve's shape, not how well the model reconstructs)",
+        "calibration": "alpha 0.01 healthy voxel FPR (Behrendt et al.'s protocol on healthy validation scans); "
+                       "gamma aimed at each case's own sweep curve at i = 100(1 - alpha) (a target the knee can "
+                       "reach); brain-rim margin chosen from 0/2/4/6 mm on the healthy validation maps (healthy "
+                       "false positives crowd in the outer 4 mm: docs/inference.md)",
         "normalization": "z-score inside the brain, mean/std from voxels between its 0.5/99.5 percentiles, "
                          "values clipped at ±8 std; background -3 (IterMask2's background level)",
     })
@@ -167,8 +175,10 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
         hf_radius_cycles_per_mm=round(hf_radius, 6),
         training_masks=TrainingMaskPlan(block_sizes_mm=REFERENCE_BLOCKS_MM, block_probabilities=REFERENCE_BLOCK_P,
                                         masked_loss_weight=prof["masked_loss_weight"]),
-        training=training, inference=InferencePlan(sweep_steps=8, max_shrink_passes=6),
-        calibration=CalibrationPlan(alpha=0.01), configurations=configs, default_configuration=default,
+        training=training, inference=InferencePlan(sweep_steps=8, max_shrink_passes=6, knee_scale="median_error"),
+        calibration=CalibrationPlan(alpha=0.01, gamma_target="sweep_quantile",
+                                    brain_erosion_candidates_mm=list(BRAIN_EROSION_CANDIDATES_MM)),
+        configurations=configs, default_configuration=default,
         anisotropy_ratio=round(ratio, 4), profile=profile, rules=rules)
     plans.method_plans = plan_methods(plans)
     return plans

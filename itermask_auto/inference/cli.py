@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-model_dir", default=None, help="use this fold folder instead of -d/-c/-f/-m")
     p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth",
                    help="checkpoint file in the fold folder (default: checkpoint_final.pth)")
-    p.add_argument("-device", default="cpu",
+    p.add_argument("-device", default="cpu", metavar="{cpu,cuda,cuda:N[,M...]}",
                    help="cpu (default); cuda = every visible GPU, one worker process each; cuda:N or cuda:N,M,... = "
                         "the GPUs named")
     p.add_argument("--continue", dest="continue_prediction", action="store_true",

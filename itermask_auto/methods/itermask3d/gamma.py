@@ -15,7 +15,7 @@ import numpy as np
 from itermask_auto.experiment_planning.plans import InferencePlan
 from itermask_auto.methods.masked_reconstruction.threshold_fit import gamma_for_tau, prepare_curve, value_at
 
-GAMMA_GRID = np.logspace(-4, 3, 141)
+GAMMA_GRID = np.logspace(-4, 3, 141)  # 20 per decade; τ(γ) is a step function, finer grids change nothing
 GAMMA_TARGETS = {"first_pass_quantile": "per-case {q:g} quantile of whole-brain-masked error",
                  "sweep_quantile": "per-case sweep curve at the {q:g} quantile (i = 100·(1 − α))"}
 
@@ -27,7 +27,7 @@ def gamma_target(s, brain: np.ndarray, alpha: float, rule: str) -> Dict[str, flo
         return {"target": float(np.quantile(s.first_error[brain], 1 - alpha))}
     if rule == "sweep_quantile":
         return {"target_i": 100.0 * (1 - alpha)}
-    raise ValueError(f"unknown calibration.gamma_target '{rule}' ({' | '.join(GAMMA_TARGETS)})")  # 20 per decade; τ(γ) is a step function, finer grids change nothing
+    raise ValueError(f"unknown calibration.gamma_target '{rule}' ({' | '.join(GAMMA_TARGETS)})")
 
 
 def calibrate_gamma(curves: Dict[str, Dict[str, Any]], plan: InferencePlan,
