@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 
 SIZE, SPACING = (64, 76, 64), (2.0, 2.0, 2.0)
 LOADS, SEEDS = (0.0, 0.005, 0.02, 0.08), (801, 802)
-REFERENCE_KEYS = {"inference.knee_scale": "absolute", "calibration.gamma_target": "first_pass_quantile",
+REFERENCE_KEYS = {"inference.knee_scale": "absolute", "inference.fit_max_threshold": 10.0,
+                  "calibration.gamma_target": "first_pass_quantile",
                   "calibration.brain_erosion_candidates_mm": [], "inference.brain_erosion_mm": 0.0}
 EDITED_KEYS = tuple(REFERENCE_KEYS)
 VARIANTS = {"planned": "planned", "reference": REFERENCE_KEYS, "itermask2_mode": "planned+itermask2"}

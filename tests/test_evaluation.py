@@ -175,6 +175,26 @@ def test_evaluate_without_healthy_alpha_from_case_json(tmp_path):
     assert s["voxel_ranking"]["pooled_auroc"] == 1.0
 
 
+def test_dice_at_the_calibrated_healthy_thresholds_beside_case_seg(tmp_path):
+    """The map cut at calibration.json's healthy thresholds: at 2.0 every lesion voxel (2 + U(0.01, 1.3)) and no
+    noise voxel (U(0.01, 1.3)) is above it, Dice 1; at 0.5 most of the noise is too."""
+    d = make_fake_prediction(tmp_path, n_lesion=2, n_healthy_test=0)
+    fold = tmp_path / "model"
+    fold.mkdir()
+    (fold / "calibration.json").write_text(json.dumps({"alpha": 0.01, "voxel_threshold": 2.0,
+                                                       "voxel_thresholds": {"0.01": 2.0, "0.05": 0.5}}))
+    for case_json in d["pred"].glob("*.json"):
+        info = json.loads(case_json.read_text())
+        case_json.write_text(json.dumps({**info, "model_folder": str(fold)}))
+    s = evaluate_folder(d["pred"], d["labelsTs"], brain_dir=d["masksTs"], report=False)
+    at = s["dice_at_healthy_thresholds"]
+    assert set(at) == {"alpha_0.01", "healthy_fpr_0.01", "healthy_fpr_0.05"}
+    assert at["alpha_0.01"]["pooled_dice"] == 1.0 and at["alpha_0.01"]["threshold"] == 2.0
+    low = at["healthy_fpr_0.05"]   # 0.5 lets most of the noise through: recall 1, precision low
+    assert low["pooled_recall"] == 1.0 and low["pooled_precision"] < 0.5
+    assert s["segmentation"]["pooled_dice"] < 1.0   # CASE_seg (threshold 1.2) is reported on its own
+
+
 def test_label_on_other_grid_is_resampled(tmp_path, caplog):
     d = make_fake_prediction(tmp_path, n_lesion=1, n_healthy_test=0)
     path = d["labelsTs"] / "les_0.nii.gz"

@@ -139,6 +139,21 @@ def resolve_alpha(infos: List[Dict[str, Any]], alpha: Optional[float]) -> tuple[
     return (float(alpha), "--alpha") if alpha is not None else (DEFAULT_ALPHA, "default")
 
 
+def healthy_thresholds(infos: List[Dict[str, Any]]) -> Dict[str, float]:
+    """The voxel thresholds the model's calibration set on healthy validation scans (calibration.json of the model
+    folder named in CASE.json): "alpha" (the segmentation's) and each healthy voxel FPR level of voxel_thresholds."""
+    for info in infos:
+        cal = Path(str(info.get("model_folder") or "")) / "calibration.json"
+        if info.get("model_folder") and cal.is_file():
+            c = read_json(cal)
+            out = {f"healthy_fpr_{float(k):g}": float(v) for k, v in (c.get("voxel_thresholds") or {}).items()
+                   if isinstance(v, (int, float))}
+            if isinstance(c.get("voxel_threshold"), (int, float)):
+                out[f"alpha_{float(c.get('alpha', DEFAULT_ALPHA)):g}"] = float(c["voxel_threshold"])
+            return out
+    return {}
+
+
 def _clean(obj: Any) -> Any:
     """NaN -> None so summary.json is strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -175,6 +190,19 @@ class PooledVoxels:
     def add(self, a: Dict[str, np.ndarray]) -> None:
         self.scores.append(a["anomaly"][a["brain"]].astype(np.float32))
         self.labels.append(a["label"][a["brain"]])
+
+    def dice_at(self, thresholds: Dict[str, float]) -> Dict[str, Dict[str, Any]]:
+        """Pooled Dice / precision / recall of map > threshold, per named threshold (before compute frees the maps)."""
+        out = {}
+        for name, threshold in thresholds.items():
+            tp = fp = fn = 0
+            for s, y in zip(self.scores, self.labels):
+                hit = s > threshold
+                tp, fp, fn = tp + int((hit & y).sum()), fp + int((hit & ~y).sum()), fn + int((~hit & y).sum())
+            out[name] = {"threshold": float(threshold), "pooled_dice": M.dice_from_counts(tp, fp, fn),
+                         "pooled_precision": M.precision_from_counts(tp, fp),
+                         "pooled_recall": M.recall_from_counts(tp, fn)}
+        return out
 
     def compute(self) -> tuple[Dict[str, Any], Dict[str, Any]]:
         """(voxel ranking metrics, best single global threshold on the labels) from one sort of the pooled map."""
@@ -282,6 +310,7 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
         logger.info("%s: dice %.3f auroc %.3f score %s", case, row["dice"], row["auroc"], row["volume_score"])
     healthy = _healthy_records(Path(healthy_dir), brain_dir, resampled) if healthy_dir else []
     alpha_value, alpha_source = resolve_alpha([r["info"] for r in rows + healthy], alpha)
+    at_healthy_thresholds = pooled.dice_at(healthy_thresholds([r["info"] for r in rows]))
     ranking, best_global = pooled.compute()
     tot = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn")}
     lesion_rows = [r for r in rows if r["has_lesion"]]
@@ -297,6 +326,9 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
             "mean_case_recall": M.nanmean([r["recall"] for r in lesion_rows]), **tot},
         "voxel_ranking": {**ranking, "mean_case_auroc": M.nanmean([r["auroc"] for r in lesion_rows]),
                           "mean_case_auprc": M.nanmean([r["auprc"] for r in lesion_rows])},
+        # the map cut at the thresholds calibration set on healthy scans: beside CASE_seg, whose rule may be the
+        # method's own (IterMask3D's final mask, the constrained methods' label-free threshold)
+        "dice_at_healthy_thresholds": at_healthy_thresholds,
         BEST_GLOBAL_KEY: best_global,
         "resampled_labels": [r.to_dict() for r in resampled if r.kind == "label"],
         "resampled_other_files": [r.to_dict() for r in resampled if r.kind != "label"],
