@@ -114,10 +114,13 @@ def calibrate_model_folder(fold_dir: str | Path, device: str = "cpu", checkpoint
                         "ranks": ranks.world_size, "seconds": round(time.perf_counter() - start, 2)})
     if ranks.is_main:
         write_json(fold_dir / CALIBRATION_FILE, calibration)
-        logger.info("wrote %s: voxel threshold %.4g (alpha %.3g achieved %.3g; a new healthy scan <= %s at %g "
-                    "confidence), detection threshold %.4g (healthy FPR <= %.3g)", fold_dir / CALIBRATION_FILE,
-                    calibration["voxel_threshold"], cal_plan.alpha, calibration["alpha_achieved"],
-                    calibration["voxel_fpr_bound"], cal_plan.bound_confidence, calibration["detection_threshold"],
+        bound = calibration["voxel_fpr_bound"]
+        bound_text = (f"a new healthy scan's voxel FPR <= {bound:.3g} at {cal_plan.bound_confidence:g} confidence"
+                      if bound is not None else f"too few healthy validation cases ({len(case_ids)}) to bound a new "
+                                                f"scan's voxel FPR at {cal_plan.bound_confidence:g} confidence")
+        logger.info("wrote %s: voxel threshold %.4g (alpha %.3g achieved %.3g; %s), detection threshold %.4g "
+                    "(healthy FPR <= %.3g)", fold_dir / CALIBRATION_FILE, calibration["voxel_threshold"],
+                    cal_plan.alpha, calibration["alpha_achieved"], bound_text, calibration["detection_threshold"],
                     calibration["detection_fpr_bound"])
     return calibration
 
