@@ -10,7 +10,6 @@ from typing import Callable, Dict, List
 
 import nibabel as nib
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 import trainer_fixtures
@@ -107,12 +106,4 @@ def _temporaries(folder: Path) -> List[Path]:
 
 def train_tiny_model(tmp_path_factory):
     """(data root, dataset, fold folder) of a model trained for one iteration on cheap phantoms."""
-    root = tmp_path_factory.mktemp("bad_input_model")
-    mp = pytest.MonkeyPatch()
-    trainer_fixtures.set_roots(mp, root)
-    dataset, _ = trainer_fixtures.make_cheap_phantom_dataset(root, n_cases=4)
-    from itermask_auto.training.api import run_training
-    fold_dir = run_training(dataset, "3d", fold=0, device="cpu", epochs=1, iterations=1, run_calibration=False,
-                            num_threads=1)
-    mp.undo()
-    return root, dataset, Path(fold_dir)
+    return trainer_fixtures.train_tiny_model(tmp_path_factory, "bad_input_model")

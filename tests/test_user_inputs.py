@@ -7,7 +7,6 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -16,8 +15,8 @@ trainer_fixtures = pytest.importorskip("trainer_fixtures")
 
 from itermask_auto.dataset_conversion.phantom import make_phantom  # noqa: E402
 from itermask_auto.evaluation.cli import main as evaluate_main  # noqa: E402
-from user_report_fixtures import (NIFTI, ROTATED, phantom, predict, read_series, summary_of,  # noqa: E402
-                                  train_tiny_model, write_case, write_dicom_series)
+from user_report_fixtures import (NIFTI, ROTATED, _mask_on, assert_same_geometry, phantom, predict,  # noqa: E402
+                                  read_series, summary_of, train_tiny_model, write_case, write_dicom_series)
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +32,6 @@ def roots(model, monkeypatch):
 
 
 # ---- 4. the formats users have ----------------------------------------------------------------------------------
-def _mask_on(image: sitk.Image, seed: int) -> sitk.Image:
-    mask = sitk.Image(phantom(seed).brain_mask)
-    mask.CopyInformation(image)
-    return mask
-
-
-def assert_same_geometry(written: sitk.Image, reference: sitk.Image) -> None:
-    assert written.GetSize() == reference.GetSize()
-    np.testing.assert_allclose(written.GetSpacing(), reference.GetSpacing(), atol=1e-6)
-    np.testing.assert_allclose(written.GetOrigin(), reference.GetOrigin(), atol=1e-5)
-    np.testing.assert_allclose(written.GetDirection(), reference.GetDirection(), atol=1e-7)
-
-
 def test_nii_mha_nrrd_and_dicom_inputs(roots, tmp_path, caplog):
     """Each format is read whatever the model's file ending (.nii.gz); outputs are NIfTI on the input's exact grid;
     what cannot be read is one failure naming the file (or DICOM folder) and the reason."""

@@ -135,3 +135,21 @@ def set_fresh_roots(monkeypatch, tmp_root: Path) -> Path:
         (Path(tmp_root) / sub).mkdir(parents=True, exist_ok=True)
     set_roots(monkeypatch, tmp_root)
     return Path(tmp_root)
+
+
+def train_tiny_model(tmp_path_factory, name: str) -> Tuple[Path, str, Path]:
+    """(data root, dataset, fold folder) of an itermask3d model trained for one iteration on cheap phantoms, with no
+    calibration: the module-scoped `model` of the tests that need a model folder but not a good model."""
+    import pytest
+    import torch
+
+    from itermask_auto.training.api import run_training
+    root = tmp_path_factory.mktemp(name)
+    mp = pytest.MonkeyPatch()
+    set_roots(mp, root)
+    dataset, _ = make_cheap_phantom_dataset(root, n_cases=4)
+    fold_dir = run_training(dataset, "3d", fold=0, device="cpu", epochs=1, iterations=1, run_calibration=False,
+                            num_threads=1)
+    mp.undo()
+    torch.set_num_threads(1)
+    return root, dataset, Path(fold_dir)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 import trainer_fixtures
@@ -23,17 +22,8 @@ ROTATED = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # in-plane rotation: t
 
 def train_tiny_model(tmp_path_factory) -> Tuple[Path, Path]:
     """(data root, fold folder) of a model trained for one iteration: the test modules' module-scoped `model`."""
-    root = tmp_path_factory.mktemp("user_reports_model")
-    mp = pytest.MonkeyPatch()
-    trainer_fixtures.set_roots(mp, root)
-    dataset, _ = trainer_fixtures.make_cheap_phantom_dataset(root, n_cases=4)
-    from itermask_auto.training.api import run_training
-    fold_dir = run_training(dataset, "3d", fold=0, device="cpu", epochs=1, iterations=1, run_calibration=False,
-                            num_threads=1)
-    mp.undo()
-    import torch
-    torch.set_num_threads(1)
-    return root, Path(fold_dir)
+    root, _, fold_dir = trainer_fixtures.train_tiny_model(tmp_path_factory, "user_reports_model")
+    return root, fold_dir
 
 
 def phantom(seed: int, spacing=SPACING, direction=None, n_lesions: int = 0, size=SIZE):
