@@ -106,11 +106,24 @@ def test_cases(folder: Path) -> list[str]:
     return names
 
 
-def run_variant(name: str, edits: dict, fold: Path, cases: Path, names: list[str]) -> None:
+def prepare_cases(fold: Path, cases: Path, names: list[str]) -> dict:
+    """case -> (data, hf, brain, label) on the preprocessed grid, once for every variant: the edited keys are
+    inference and calibration keys, which preprocessing does not read."""
+    from itermask_auto.experiment_planning.plans import Plans
+    from itermask_auto.preprocessing.preprocessor import preprocess_case
+    plans = Plans.load(fold / "plans.json")
+    prepared = {}
+    for case in names:
+        data, hf, brain = preprocess_case([cases / f"{case}_0000.nii.gz"], plans, "3d",
+                                          cases / f"{case}_mask.nii.gz")[:3]
+        prepared[case] = (data, hf, brain, label_on_grid(cases, case, plans, brain))
+    return prepared
+
+
+def run_variant(name: str, edits: dict, fold: Path, prepared: dict) -> None:
     from itermask_auto.calibration.calibrate import calibrate_model_folder
     from itermask_auto.experiment_planning.plans import Plans
     from itermask_auto.inference.predictor import Predictor
-    from itermask_auto.preprocessing.preprocessor import preprocess_case
     vdir = fold.parent.parent / f"variant_{name}" / "fold_0"
     shutil.rmtree(vdir.parent, ignore_errors=True)
     shutil.copytree(fold, vdir)
@@ -124,12 +137,9 @@ def run_variant(name: str, edits: dict, fold: Path, cases: Path, names: list[str
     print(f"== {name}: gamma {cal.get('gamma')}, rim margin {cal.get('brain_erosion_mm')} mm, healthy validation "
           f"final mask {100 * cal.get('healthy_final_mask_fraction', float('nan')):.2f} % of the brain", flush=True)
     dice = []
-    for case in names:
-        data, hf, brain = preprocess_case([cases / f"{case}_0000.nii.gz"], predictor.plans, "3d",
-                                          cases / f"{case}_mask.nii.gz")[:3]
+    for case, (data, hf, brain, label) in prepared.items():
         p = predictor.predict_arrays(data, hf, brain)
         seg = p.segmentation > 0
-        label = label_on_grid(cases, case, predictor.plans, brain)
         d = 2 * (seg & label).sum() / max(seg.sum() + label.sum(), 1)
         if label.any():
             dice.append(d)
@@ -163,14 +173,14 @@ def main() -> int:
     work = args.work_dir.resolve()
     set_roots(work)
     fold = trained_fold(work, args.epochs, args.iterations)
-    names = test_cases(work / "cases")
+    prepared = prepare_cases(fold, work / "cases", test_cases(work / "cases"))
     for name in args.variants:
         edits = VARIANTS[name]
         if edits == "planned":
             edits = planned_keys(fold)
         elif edits == "planned+itermask2":
             edits = {**planned_keys(fold), "inference.mode": "itermask2"}
-        run_variant(name, edits, fold, work / "cases", names)
+        run_variant(name, edits, fold, prepared)
     return 0
 
 

@@ -15,20 +15,11 @@ trainer_fixtures = pytest.importorskip("trainer_fixtures")
 
 from itermask_auto.dataset_conversion.phantom import make_phantom  # noqa: E402
 from itermask_auto.evaluation.cli import main as evaluate_main  # noqa: E402
+import user_report_fixtures  # noqa: E402
 from user_report_fixtures import (NIFTI, ROTATED, _mask_on, assert_same_geometry, phantom, predict,  # noqa: E402
-                                  read_series, summary_of, train_tiny_model, write_case, write_dicom_series)
+                                  read_series, summary_of, write_case, write_dicom_series)
 
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory)
-
-
-@pytest.fixture
-def roots(model, monkeypatch):
-    """The model, with $ITERMASK_* pointing at its data roots (no dataset_fingerprint.json there)."""
-    trainer_fixtures.set_roots(monkeypatch, model[0])
-    return model
+model, roots = user_report_fixtures.model, user_report_fixtures.roots   # the shared fixtures
 
 
 # ---- 4. the formats users have ----------------------------------------------------------------------------------

@@ -26,19 +26,10 @@ from itermask_auto.evaluation.cli import main as evaluate_main  # noqa: E402
 from itermask_auto.inference.cli import main as predict_main  # noqa: E402
 from itermask_auto.inference.predict_folder import predict_folder  # noqa: E402
 from itermask_auto.methods.registry import METHODS  # noqa: E402
-from user_report_fixtures import NIFTI, errors, predict, summary_of, train_tiny_model, write_case  # noqa: E402
+import user_report_fixtures  # noqa: E402
+from user_report_fixtures import NIFTI, errors, predict, summary_of, write_case  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory)
-
-
-@pytest.fixture
-def roots(model, monkeypatch):
-    """The model, with $ITERMASK_* pointing at its data roots (no dataset_fingerprint.json there)."""
-    trainer_fixtures.set_roots(monkeypatch, model[0])
-    return model
+model, roots = user_report_fixtures.model, user_report_fixtures.roots   # the shared fixtures
 
 
 # ---- 1. exit codes tell the truth ------------------------------------------------------------------------------

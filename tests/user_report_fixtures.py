@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 import trainer_fixtures
@@ -24,6 +25,19 @@ def train_tiny_model(tmp_path_factory) -> Tuple[Path, Path]:
     """(data root, fold folder) of a model trained for one iteration: the test modules' module-scoped `model`."""
     root, _, fold_dir = trainer_fixtures.train_tiny_model(tmp_path_factory, "user_reports_model")
     return root, fold_dir
+
+
+# the module-scoped model of the test modules that import these two fixtures (one model per module)
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return train_tiny_model(tmp_path_factory)
+
+
+@pytest.fixture
+def roots(model, monkeypatch):
+    """The model, with $ITERMASK_* pointing at its data roots (no dataset_fingerprint.json there)."""
+    trainer_fixtures.set_roots(monkeypatch, model[0])
+    return model
 
 
 def phantom(seed: int, spacing=SPACING, direction=None, n_lesions: int = 0, size=SIZE):

@@ -126,32 +126,36 @@ def case_metrics(a: Dict[str, np.ndarray], voxel_mm3: float) -> Dict[str, Any]:
             "seg_in_brain": int((a["seg"] & a["brain"]).sum())}
 
 
-def resolve_alpha(infos: List[Dict[str, Any]], alpha: Optional[float]) -> tuple[float, str]:
-    """Calibration target: CASE.json 'alpha' > model folder calibration.json > the --alpha argument > 0.01."""
+def model_calibration(infos: List[Dict[str, Any]]) -> tuple[str, Dict[str, Any]]:
+    """(path, contents) of calibration.json in the first model folder named by the CASE.json records that has one;
+    ("", {}) if none."""
+    for info in infos:
+        cal = Path(str(info.get("model_folder") or "")) / "calibration.json"
+        if info.get("model_folder") and cal.is_file():
+            return str(cal), read_json(cal)
+    return "", {}
+
+
+def resolve_alpha(infos: List[Dict[str, Any]], calibration: tuple[str, Dict[str, Any]],
+                  alpha: Optional[float]) -> tuple[float, str]:
+    """Calibration target: CASE.json 'alpha' > the model's calibration.json > the --alpha argument > 0.01."""
     for info in infos:
         if isinstance(info.get("alpha"), (int, float)):
             return float(info["alpha"]), "CASE.json"
-        cal = Path(str(info.get("model_folder") or "")) / "calibration.json"
-        if info.get("model_folder") and cal.is_file():
-            value = read_json(cal).get("alpha")
-            if isinstance(value, (int, float)):
-                return float(value), str(cal)
+    path, cal = calibration
+    if isinstance(cal.get("alpha"), (int, float)):
+        return float(cal["alpha"]), path
     return (float(alpha), "--alpha") if alpha is not None else (DEFAULT_ALPHA, "default")
 
 
-def healthy_thresholds(infos: List[Dict[str, Any]]) -> Dict[str, float]:
-    """The voxel thresholds the model's calibration set on healthy validation scans (calibration.json of the model
-    folder named in CASE.json): "alpha" (the segmentation's) and each healthy voxel FPR level of voxel_thresholds."""
-    for info in infos:
-        cal = Path(str(info.get("model_folder") or "")) / "calibration.json"
-        if info.get("model_folder") and cal.is_file():
-            c = read_json(cal)
-            out = {f"healthy_fpr_{float(k):g}": float(v) for k, v in (c.get("voxel_thresholds") or {}).items()
-                   if isinstance(v, (int, float))}
-            if isinstance(c.get("voxel_threshold"), (int, float)):
-                out[f"alpha_{float(c.get('alpha', DEFAULT_ALPHA)):g}"] = float(c["voxel_threshold"])
-            return out
-    return {}
+def healthy_thresholds(calibration: Dict[str, Any]) -> Dict[str, float]:
+    """The voxel thresholds the model's calibration set on healthy validation scans: "alpha_A" (the
+    segmentation's) and "healthy_fpr_F" for each level of voxel_thresholds."""
+    out = {f"healthy_fpr_{float(k):g}": float(v) for k, v in (calibration.get("voxel_thresholds") or {}).items()
+           if isinstance(v, (int, float))}
+    if isinstance(calibration.get("voxel_threshold"), (int, float)):
+        out[f"alpha_{float(calibration.get('alpha', DEFAULT_ALPHA)):g}"] = float(calibration["voxel_threshold"])
+    return out
 
 
 def _clean(obj: Any) -> Any:
@@ -309,8 +313,10 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
         rows.append(row)
         logger.info("%s: dice %.3f auroc %.3f score %s", case, row["dice"], row["auroc"], row["volume_score"])
     healthy = _healthy_records(Path(healthy_dir), brain_dir, resampled) if healthy_dir else []
-    alpha_value, alpha_source = resolve_alpha([r["info"] for r in rows + healthy], alpha)
-    at_healthy_thresholds = pooled.dice_at(healthy_thresholds([r["info"] for r in rows]))
+    infos = [r["info"] for r in rows + healthy]
+    calibration = model_calibration(infos)   # read once: alpha and the healthy thresholds
+    alpha_value, alpha_source = resolve_alpha(infos, calibration, alpha)
+    at_healthy_thresholds = pooled.dice_at(healthy_thresholds(calibration[1]))
     ranking, best_global = pooled.compute()
     tot = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn")}
     lesion_rows = [r for r in rows if r["has_lesion"]]
