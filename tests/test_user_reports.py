@@ -188,6 +188,24 @@ def test_ctrl_c_with_worker_processes(roots, tmp_path):
     assert len(lines) == 1 and re.search(r"interrupted after \d of 8 cases; rerun with --continue$", lines[0]), text
 
 
+def test_workers_ignore_ctrl_c_from_their_start():
+    """Ctrl-C can land while a worker still imports torch, before its initializer runs (the full suite on a loaded
+    machine once showed a worker's KeyboardInterrupt traceback): workers started by _worker_pool ignore SIGINT
+    from exec on, survive it, and still work."""
+    import multiprocessing
+
+    from itermask_auto.inference.predict_folder import _worker_pool
+    pool = _worker_pool(2, multiprocessing.get_context("spawn"))
+    try:
+        workers = list(pool._processes.values())
+        assert len(workers) == 2
+        for worker in workers:   # right after start: still inside Python's start-up / imports
+            os.kill(worker.pid, signal.SIGINT)
+        assert list(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
+    finally:
+        pool.shutdown()
+
+
 def test_cuda_without_gpu_says_so_and_leaves_no_folder(roots, tmp_path, monkeypatch, caplog):
     _, fold_dir = roots
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -73,6 +75,28 @@ def _ignore_sigint() -> None:
     """Worker initializer: Ctrl-C reaches the whole process group; the main process alone handles it (workers
     would each print a traceback), then shuts the pools down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _no_op() -> None:
+    return None
+
+
+def _worker_pool(n: int, context) -> ProcessPoolExecutor:
+    """n spawned workers, all started now while this process ignores SIGINT. A spawned child keeps an ignored
+    SIGINT through exec and Python's start-up, so a Ctrl-C that lands while a worker still imports torch/MONAI
+    (seconds on a loaded machine, before `_ignore_sigint` runs) cannot print its traceback. The parent ignores
+    SIGINT only for the milliseconds the starts take; off the main thread signals cannot be changed, and the
+    workers then start unprotected as before."""
+    pool = ProcessPoolExecutor(n, mp_context=context, initializer=_ignore_sigint)
+    if threading.current_thread() is not threading.main_thread():
+        return pool
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for _ in range(n):  # each submit with no idle worker starts one process
+            pool.submit(_no_op)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return pool
 
 
 def find_mask(masks_dir: Optional[str | Path], case: str) -> Optional[Path]:
@@ -159,12 +183,10 @@ class FolderRun:
 
     def predict(self, todo: List[str], npp: int, nps: int, progress: bool) -> None:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         from itermask_auto.inference.progress import PassCounter, case_bar, show_progress
         spawn = multiprocessing.get_context("spawn")  # fork after torch threads started can deadlock
-        pools = [ProcessPoolExecutor(n, mp_context=spawn, initializer=_ignore_sigint) if n > 1 else None
-                 for n in (npp, nps)]
+        pools = [_worker_pool(n, spawn) if n > 1 else None for n in (npp, nps)]
         shown = show_progress(progress)
         passes = PassCounter(shown)
         self.predictor.on_pass = passes if shown else None
