@@ -14,6 +14,7 @@ is resampled (nearest neighbour for masks, linear for the image) onto the predic
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -21,15 +22,19 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 RIM_BINS_MM = (4.0, 8.0)
 
 
 def find(folder: Path, stem: str) -> Path:
-    for ending in ENDINGS:
-        if (folder / f"{stem}{ending}").is_file():
-            return folder / f"{stem}{ending}"
-    raise FileNotFoundError(f"no {stem}{{{','.join(ENDINGS)}}} in {folder}")
+    """FOLDER/STEM with any ending itermask_predict accepts (its own lookup), or an error naming what is missing."""
+    from itermask_auto.inference.input_listing import INPUT_ENDINGS
+    from itermask_auto.inference.predict_folder import find_mask
+    found = find_mask(folder, stem)
+    if found is None:
+        raise FileNotFoundError(f"no {stem}{{{','.join(INPUT_ENDINGS)}}} in {folder}")
+    return found
 
 
 def on_grid(path: Path, grid: sitk.Image, interpolator) -> np.ndarray:
