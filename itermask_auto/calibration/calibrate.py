@@ -53,7 +53,7 @@ def _score_cases(predictor: Predictor, context: CalibrationContext, keep_edges: 
         data, hf, whole, _ = context.load_unscored(case)
         region = context.load(case)[2] if context.erosion_mm > 0 else whole
         start = time.perf_counter()
-        result = method.calibration_infer(predictor, case, data, hf, region, context)
+        result = predictor.postprocess(method.calibration_infer(predictor, case, data, hf, region, context), region)
         seconds = time.perf_counter() - start + context.extra_seconds.get(case, 0.0)
         local[case] = {
             "map": result.anomaly_map[region].astype(np.float32),

@@ -1,4 +1,5 @@
-"""QC report: one PNG per case (three orthogonal slices through the strongest anomaly) and qc/index.html.
+"""QC report: one PNG per case (three orthogonal slices through the strongest anomaly, then through each labelled
+lesion, or each segmented region without labels) and qc/index.html.
 
 Slices are shown in radiological convention after reorienting every image to LPS (array axes z=I->S, y=A->P,
 x=R->L): axial with anterior up and patient right on the left, coronal and sagittal with superior up."""
@@ -37,8 +38,54 @@ def _slices(volume: np.ndarray, at: tuple) -> List[np.ndarray]:
     return [volume[z], volume[:, y, :], volume[:, :, x]]  # axial, coronal, sagittal
 
 
+MAX_REGION_ROWS = 6  # lesions (or, without a label, segmented regions) shown with their own slices
+
+
+def _regions(mask: Optional[np.ndarray], spacing: tuple, limit: int) -> tuple:
+    """The `limit` largest 26-connected regions of `mask` and how many there are: per region, the voxel it is shown
+    at (its voxel nearest its centre of mass, so an irregular region is cut through itself), its size in ml and
+    its boolean mask within its bounding box (`box`)."""
+    from scipy import ndimage
+
+    if mask is None or not np.any(mask > 0):
+        return [], 0
+    components, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(components.ravel())[1:]
+    boxes = ndimage.find_objects(components)
+    out = []
+    for index in np.argsort(-sizes, kind="stable")[:limit]:
+        box = boxes[index]
+        inside = components[box] == index + 1
+        where = np.argwhere(inside)
+        nearest = where[np.argmin(((where - where.mean(axis=0)) ** 2).sum(axis=1))]
+        at = tuple(int(v + b.start) for v, b in zip(nearest, box))
+        out.append({"at": at, "ml": float(sizes[index]) * float(np.prod(spacing)) / 1000.0, "box": box,
+                    "inside": inside})
+    return out, int(n)
+
+
+def _figure_rows(anomaly: np.ndarray, seg: Optional[np.ndarray], label: Optional[np.ndarray],
+                 spacing: tuple) -> List[tuple]:
+    """[(voxel, row title)]: the strongest anomaly first, then each labelled lesion's own slices (largest first;
+    without a label, each segmented region's), at most MAX_REGION_ROWS of them."""
+    at = np.unravel_index(int(np.argmax(anomaly)), anomaly.shape)
+    rows = [(tuple(int(v) for v in at), "strongest anomaly")]
+    regions, n = _regions(label if label is not None else seg, spacing, MAX_REGION_ROWS)
+    what = "lesion" if label is not None else "segmented region"
+    for k, r in enumerate(regions):
+        title = f"{what} {k + 1} of {n}: {r['ml']:.2f} ml"
+        if label is not None and seg is not None:
+            title += f", {100 * float(np.mean(seg[r['box']][r['inside']] > 0)):.0f}% segmented"
+        rows.append((r["at"], title))
+    if n > len(regions):
+        rows[-1] = (rows[-1][0], rows[-1][1] + f" (+{n - len(regions)} smaller not shown)")
+    return rows
+
+
 def case_figure(path: Path, case: Dict[str, Any], row: Dict[str, Any]) -> Path:
-    """Write the QC PNG of one case; `case` holds the sitk images (load_case), `row` its metrics."""
+    """Write the QC PNG of one case; `case` holds the sitk images (load_case), `row` its metrics. Row 1: three
+    slices through the strongest anomaly; then three through each labelled lesion (each segmented region when
+    the case has no label), largest first."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -48,7 +95,7 @@ def case_figure(path: Path, case: Dict[str, Any], row: Dict[str, Any]) -> Path:
     sx, sy, sz = reoriented.GetSpacing()
     anomaly = sitk.GetArrayFromImage(reoriented).astype(np.float32)
     seg, label, image = _lps(case["seg"]), _lps(case["label"]), _lps(case["image"])
-    at = np.unravel_index(int(np.argmax(anomaly)), anomaly.shape)  # strongest anomaly
+    figure_rows = _figure_rows(anomaly, seg, label, (sx, sy, sz))
     positive = anomaly[anomaly > 0]
     vmax = float(np.quantile(positive, 0.999)) if positive.size else 1.0
     low = 0.1 * vmax  # below this the overlay is transparent
@@ -58,31 +105,35 @@ def case_figure(path: Path, case: Dict[str, Any], row: Dict[str, Any]) -> Path:
     aspects = [sy / sx, sz / sx, sz / sy]
     origins = ["upper", "lower", "lower"]  # superior up in coronal and sagittal
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), dpi=72, facecolor="black")
+    n_rows = len(figure_rows)
+    fig, axes = plt.subplots(n_rows, 3, figsize=(12, 4.4 if n_rows == 1 else 3.8 * n_rows), dpi=72,
+                             facecolor="black", squeeze=False)
     overlay = None
-    for k, ax in enumerate(axes):
-        g = _slices(grey, at)[k]
-        ax.imshow(g, cmap="gray", vmin=g_lo, vmax=g_hi, aspect=aspects[k], origin=origins[k],
-                  interpolation="nearest")
-        if image is not None:
-            a = _slices(anomaly, at)[k]
-            overlay = ax.imshow(np.ma.masked_less(a, low), cmap="inferno", vmin=low, vmax=vmax, alpha=0.6,
-                                aspect=aspects[k], origin=origins[k], interpolation="nearest")
-        for mask, colour in ((seg, SEG_COLOUR), (label, LABEL_COLOUR)):
-            if mask is not None:
-                m = _slices(mask, at)[k] > 0
-                if m.any() and not m.all():
-                    # default origin: Z[i, j] at (j, i), the pixel centres imshow uses in either orientation
-                    ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.2)
-        ax.set_title(["axial", "coronal", "sagittal"][k] + f" {['z', 'y', 'x'][k]}={at[k]}", color="white",
-                     fontsize=10)
-        ax.axis("off")
+    for (at, row_title), row_axes in zip(figure_rows, axes):
+        for k, ax in enumerate(row_axes):
+            g = _slices(grey, at)[k]
+            ax.imshow(g, cmap="gray", vmin=g_lo, vmax=g_hi, aspect=aspects[k], origin=origins[k],
+                      interpolation="nearest")
+            if image is not None:
+                a = _slices(anomaly, at)[k]
+                overlay = ax.imshow(np.ma.masked_less(a, low), cmap="inferno", vmin=low, vmax=vmax, alpha=0.6,
+                                    aspect=aspects[k], origin=origins[k], interpolation="nearest")
+            for mask, colour in ((seg, SEG_COLOUR), (label, LABEL_COLOUR)):
+                if mask is not None:
+                    m = _slices(mask, at)[k] > 0
+                    if m.any() and not m.all():
+                        # default origin: Z[i, j] at (j, i), the pixel centres imshow uses in either orientation
+                        ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.2)
+            prefix = f"{row_title}\n" if k == 0 else "\n"
+            ax.set_title(prefix + ["axial", "coronal", "sagittal"][k] + f" {['z', 'y', 'x'][k]}={at[k]}",
+                         color="white", fontsize=10, loc="left" if k == 0 else "center")
+            ax.axis("off")
     handles = [Line2D([], [], color=SEG_COLOUR, label="segmentation")]
     if label is not None:
         handles.append(Line2D([], [], color=LABEL_COLOUR, label="label"))
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, labelcolor="white", fontsize=10)
     if overlay is not None:
-        cb = fig.colorbar(overlay, ax=list(axes), fraction=0.015, pad=0.01)
+        cb = fig.colorbar(overlay, ax=list(axes.ravel()), fraction=0.015, pad=0.01)
         cb.ax.tick_params(colors="white", labelsize=8)
         cb.set_label("anomaly", color="white")
     what = "image + anomaly overlay" if image is not None else "anomaly map (grey)"

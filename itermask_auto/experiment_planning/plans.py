@@ -107,6 +107,9 @@ class InferencePlan:
     # every method: anomaly maps, thresholds and segmentations live in the brain mask eroded by this much (the
     # brain's rim is where healthy scans make most false positives); calibration may choose it (calibration plan)
     brain_erosion_mm: float = 0.0
+    # every method: the anomaly map is median-filtered over this width (mm; 0 = off, plans made before it), the
+    # final mask majority-filtered alike (inference/map_filter.py): thin healthy error lines and specks go, blobs stay
+    map_median_mm: float = 0.0
 
 
 @dataclass

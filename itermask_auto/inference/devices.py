@@ -55,11 +55,13 @@ def predict_on_devices(devices: List[str], log_level: int = logging.INFO, **kwar
     progress = kwargs.pop("progress", True)
     context = multiprocessing.get_context("spawn")   # fork after torch threads started can deadlock
     results = context.Queue()
-    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // len(devices))   # the cores this process may use (taskset, SLURM)
     workers = []
     for k, (device, (n, p)) in enumerate(zip(devices, worker_parts(num_parts, part_id, len(devices)))):
         job = {**kwargs, "device": device, "num_parts": n, "part_id": p, "progress": progress and k == 0}
-        workers.append(context.Process(target=_worker, args=(k, job, threads, log_level, results), name=f"predict-{device}"))
+        workers.append(context.Process(target=_worker, args=(k, job, threads, log_level, results),
+                                       name=f"predict-{device}"))
     logger.info("predicting on %d devices (%s), one worker each", len(devices), ", ".join(devices))
     for w in workers:
         w.start()

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 import torch
 
 from itermask_auto.experiment_planning.plans import Plans
+from itermask_auto.inference.map_filter import filter_result
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.inference.scoring_region import erode_brain
 from itermask_auto.methods.registry import get_method
@@ -93,9 +94,15 @@ class Predictor:
               keep_masks: bool = False) -> tuple[InferenceResult, Dict]:
         """Run the method's inference on preprocessed arrays; returns (result, timing/count stats)."""
         start = time.perf_counter()
-        result = self.spec.infer(self, data, hf, self.scoring_region(brain_mask), keep_masks=keep_masks)
+        region = self.scoring_region(brain_mask)
+        result = self.postprocess(self.spec.infer(self, data, hf, region, keep_masks=keep_masks), region)
         stats = {"seconds": time.perf_counter() - start, "network_passes": result.passes, "windows": result.windows}
         return result, stats
+
+    def postprocess(self, result: InferenceResult, region: np.ndarray) -> InferenceResult:
+        """What the engine does to every method's result, in prediction and calibration alike: the planned
+        median filter of the map (inference.map_median_mm)."""
+        return filter_result(result, region, self.plans.inference.map_median_mm, self.config.spacing)
 
     def segment(self, result: InferenceResult, brain_mask: np.ndarray) -> tuple[np.ndarray, str]:
         return self.spec.segment(self, result, self.scoring_region(brain_mask))
