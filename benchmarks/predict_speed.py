@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without `pip install -e .`
-from itermask_auto.experiment_planning.plans import Plans
-from itermask_auto.inference.predictor import Predictor
-from itermask_auto.methods.itermask3d.procedure import itermask3d, sweep_schedule
-from itermask_auto.methods.masked_reconstruction.procedures import REFERENCE_SWEEP
-from itermask_auto.methods.masked_reconstruction.reconstruct import NetworkReconstructor
-from itermask_auto.preprocessing.preprocessor import preprocess_case
+from itermask_auto.experiment_planning.plans import Plans  # noqa: E402
+from itermask_auto.inference.predictor import Predictor  # noqa: E402
+from itermask_auto.methods.itermask3d.procedure import itermask3d, sweep_schedule  # noqa: E402
+from itermask_auto.methods.masked_reconstruction.procedures import REFERENCE_SWEEP  # noqa: E402
+from itermask_auto.methods.masked_reconstruction.reconstruct import NetworkReconstructor  # noqa: E402
+from itermask_auto.preprocessing.preprocessor import preprocess_case  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ITERMASK_SHARED_DATA", REPO.parent / "shared" / "data"))

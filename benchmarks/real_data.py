@@ -5,8 +5,9 @@ held-out IXI scans with synthetic lesions; one table per method x test set into 
                                    [--device cpu|cuda] [--profile cpu|gpu] [--workers N]
                                    [--work_dir work_data/real_data] [--artefacts] [--smoke]
 
-A run is METHOD or METHOD:CONFIGURATION (default: the method's own, e.g. 2d for itermask2, 3d for itermask3d). `--device cuda --profile cpu`
-runs the CPU recipe (epochs x iterations planned for the 2-core CPU) on a GPU: the same models, sooner.
+A run is METHOD or METHOD:CONFIGURATION (default: the method's own, e.g. 2d for itermask2, 3d for itermask3d).
+`--device cuda --profile cpu` runs the CPU recipe (epochs x iterations planned for the 2-core CPU) on a GPU: the same
+models, sooner.
 
 Steps (each skipped when its output exists; everything lives under --work_dir, which gets its own
 ITERMASK_raw/_preprocessed/_results):
@@ -261,8 +262,9 @@ def evaluate(args, sets: Dict[str, Path], out: Path) -> Dict[str, Dict]:
                            "n": s["healthy_voxel_fpr"]["n_cases"]}
     if "artefacts" in sets:   # global artefacts have empty voxel labels: detection from the volume scores only
         pos, neg = volume_scores(out / "artefacts"), volume_scores(healthy)
-        rows["artefacts"] = {"det_auroc": auroc(np.array(pos + neg), np.array([1] * len(pos) + [0] * len(neg),
-                                                                                 bool)), "n": len(pos)}
+        rows["artefacts"] = {"det_auroc": auroc(np.array(pos + neg),
+                                                np.array([1] * len(pos) + [0] * len(neg), bool)),
+                             "n": len(pos)}
     return rows
 
 
@@ -302,7 +304,8 @@ def table(args, results: Dict, plans) -> str:
     lines = [BEGIN, "## Real-data benchmark (benchmarks/real_data.py)", "",
              f"Command: `{' '.join(['python', 'benchmarks/real_data.py'] + sys.argv[1:])}`  ",
              f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M')}; training: {recipe}; "
-             f"device {args.device}, plan profile {plans.profile}{'; **SMOKE run on phantoms, not real data**' if args.smoke else ''}.", "",
+             f"device {args.device}, plan profile {plans.profile}"
+             f"{'; **SMOKE run on phantoms, not real data**' if args.smoke else ''}.", "",
              "Dice at the threshold calibrated on healthy validation scans (never the labels); AUPRC/AUROC of "
              "the pooled in-brain voxels; FPR = segmented non-lesion (healthy row: all) brain voxels, vs α; "
              "detection AUROC of the volume score against the held-out healthy scans; s/volume = wall time of "
@@ -316,14 +319,16 @@ def table(args, results: Dict, plans) -> str:
              "Dice = CASE_seg (the method's segmentation rule); Dice α-map = the map above the healthy α voxel "
              "threshold, where the method's own rule differs (IterMask3D's final mask, label-free thresholds).",
              "", "| method (configuration) | test set | n | Dice | Dice α-map | AUPRC | AUROC | voxel FPR (α) | "
-             "detection AUROC | s/volume | passes/volume | training |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "detection AUROC | s/volume | passes/volume | training |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run, r in results.items():
         for name, m in r["metrics"].items():
             t = r["timing"].get(name, {})
             wall = t["wall_s"] / t["predicted_now"] if t.get("predicted_now") else None   # None: all reused
             fpr = f"{fmt(m.get('fpr'), 4)} ({fmt(m.get('alpha'), 2)})" if "fpr" in m else "—"
-            lines.append(f"| {r['method']} ({r['configuration']}) | {labels[name]} | {m.get('n', '—')} | {fmt(m.get('dice'))} | "
-                         f"{fmt(m.get('dice_alpha'))} | {fmt(m.get('auprc'))} | {fmt(m.get('auroc'))} | {fpr} | {fmt(m.get('det_auroc'))} | "
+            lines.append(f"| {r['method']} ({r['configuration']}) | {labels[name]} | {m.get('n', '—')} | "
+                         f"{fmt(m.get('dice'))} | {fmt(m.get('dice_alpha'))} | {fmt(m.get('auprc'))} | "
+                         f"{fmt(m.get('auroc'))} | {fpr} | {fmt(m.get('det_auroc'))} | "
                          f"{fmt(wall, 1)} | {fmt(t.get('passes'), 1)} | "
                          f"{fmt(r['train_s'] / 60, 1) + ' min' if r['train_s'] else 'reused'} |")
     return "\n".join(lines + ["", END])

@@ -17,8 +17,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without `pip install -e .`
-from itermask_auto.imageio.reader import read_image, read_mask
-from itermask_auto.preprocessing.skull_strip import SkullStripper, looks_skull_stripped
+from itermask_auto.imageio.reader import read_image, read_mask  # noqa: E402
+from itermask_auto.preprocessing.skull_strip import SkullStripper, looks_skull_stripped  # noqa: E402
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

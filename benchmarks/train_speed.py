@@ -18,10 +18,10 @@ import torch
 import sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without `pip install -e .`
-from itermask_auto.experiment_planning.plans import ConfigurationPlan, NetworkPlan
-from itermask_auto.training.network import build_network, count_parameters
-from itermask_auto.methods.masked_reconstruction.method import reconstruction_loss
-from itermask_auto.utilities.masking import masked_network_input
+from itermask_auto.experiment_planning.plans import ConfigurationPlan, NetworkPlan  # noqa: E402
+from itermask_auto.training.network import build_network, count_parameters  # noqa: E402
+from itermask_auto.methods.masked_reconstruction.method import reconstruction_loss  # noqa: E402
+from itermask_auto.utilities.masking import masked_network_input  # noqa: E402
 
 
 def network_plan(patch, features, norm) -> ConfigurationPlan:

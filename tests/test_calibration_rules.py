@@ -14,13 +14,14 @@ from itermask_auto.inference.scoring_region import ball, edge_distance_mm, erode
 from itermask_auto.methods.itermask3d.gamma import GAMMA_GRID, calibrate_gamma, gamma_target
 from itermask_auto.methods.itermask3d.procedure import itermask3d, knee_scale, sweep_schedule
 
-I = sweep_schedule(8, 99.0)
+SWEEP_I = sweep_schedule(8, 99.0)
 
 
 def _healthy_curve(level: float, seed: int) -> np.ndarray:
     """t(i) of a healthy case: tan-shaped, in the error units of a model whose typical error is `level`."""
     rng = np.random.default_rng(seed)
-    return level * (0.5 + 0.6 * np.tan(np.pi / 2 * I / 100.0 * 0.97) * (1 + 0.05 * rng.standard_normal(I.size)))
+    return level * (0.5 + 0.6 * np.tan(np.pi / 2 * SWEEP_I / 100.0 * 0.97)
+                    * (1 + 0.05 * rng.standard_normal(SWEEP_I.size)))
 
 
 def test_knee_scale_makes_gamma_independent_of_the_error_level():
@@ -30,7 +31,7 @@ def test_knee_scale_makes_gamma_independent_of_the_error_level():
     for level in (0.1, 10.0):   # a well and a poorly reconstructing model: the same curve shape
         first = np.full((4, 4, 4), level, np.float32)
         assert knee_scale(first, brain, plan) == pytest.approx(level)
-        swept = types.SimpleNamespace(i=I, t=_healthy_curve(level, 0), passes=len(I), first_recon=None,
+        swept = types.SimpleNamespace(i=SWEEP_I, t=_healthy_curve(level, 0), passes=len(SWEEP_I), first_recon=None,
                                       first_error=first)
         result = itermask3d(lambda m, needed=None: np.zeros((1, 4, 4, 4), np.float32), np.zeros((1, 4, 4, 4)),
                             brain, plan, sweep_result=swept)
@@ -46,16 +47,17 @@ def test_sweep_quantile_target_puts_gamma_inside_its_grid():
     for k in range(6):
         t = _healthy_curve(1.0, k)
         first = np.linspace(0, 3 * t[-1], 1000)   # whole-brain-masked errors: larger than every late sweep point
-        s = types.SimpleNamespace(i=I, t=t, first_error=first)
+        s = types.SimpleNamespace(i=SWEEP_I, t=t, first_error=first)
         brain = np.ones(first.shape, bool)
-        curves_new[str(k)] = {"i": I, "t": t, **gamma_target(s, brain, 0.01, "sweep_quantile")}
-        curves_old[str(k)] = {"i": I, "t": t, **gamma_target(s, brain, 0.01, "first_pass_quantile")}
+        curves_new[str(k)] = {"i": SWEEP_I, "t": t, **gamma_target(s, brain, 0.01, "sweep_quantile")}
+        curves_old[str(k)] = {"i": SWEEP_I, "t": t, **gamma_target(s, brain, 0.01, "first_pass_quantile")}
     gamma_old, _ = calibrate_gamma(curves_old, plan, 0.9)
     gamma_new, per_case = calibrate_gamma(curves_new, plan, 0.9)
     assert gamma_old == GAMMA_GRID[-1]                     # the old target is out of reach: the grid's top
     assert GAMMA_GRID[0] < gamma_new < GAMMA_GRID[-1] and all(g < GAMMA_GRID[-1] for g in per_case.values())
     with pytest.raises(ValueError, match="gamma_target"):
-        gamma_target(types.SimpleNamespace(i=I, t=I, first_error=I), np.ones(I.shape, bool), 0.01, "x")
+        gamma_target(types.SimpleNamespace(i=SWEEP_I, t=SWEEP_I, first_error=SWEEP_I), np.ones(SWEEP_I.shape, bool),
+                     0.01, "x")
 
 
 def test_rim_margin_is_chosen_where_healthy_exceedances_stop_crowding_the_edge():

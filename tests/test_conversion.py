@@ -60,7 +60,8 @@ def fake_ixi(root: Path, n: int = 3, bad_mask: bool = False) -> Path:
         if bad_mask and i == n - 1:
             mask = sitk.Image(mask)
             mask.SetOrigin((1.0, 2.0, 3.0))
-        for sub, name, im in (("images", f"{case}_T1.nii.gz", ph.image), ("brainmasks", f"{case}_brainmask.nii.gz", mask)):
+        for sub, name, im in (("images", f"{case}_T1.nii.gz", ph.image),
+                              ("brainmasks", f"{case}_brainmask.nii.gz", mask)):
             (root / sub).mkdir(parents=True, exist_ok=True)
             sitk.WriteImage(im, str(root / sub / name), useCompression=True)
     return root
@@ -128,7 +129,8 @@ def test_brats(tmp_path):
     assert sorted(set(meta["source_split"].values())) == ["test", "train", "validation"]
     case = "brats_2013_pat0001_1"
     orig = next(src.glob(f"*/{case}"))
-    assert (folder / "imagesTs" / f"{case}_0001.nii.gz").read_bytes() == (orig / "T1c_subtrMeanDivStd.nii.gz").read_bytes()
+    assert ((folder / "imagesTs" / f"{case}_0001.nii.gz").read_bytes()
+            == (orig / "T1c_subtrMeanDivStd.nii.gz").read_bytes())
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTs" / f"{case}.nii.gz")))
     ot = sitk.GetArrayFromImage(sitk.ReadImage(str(orig / "OTMultiClass.nii.gz")))
     assert np.array_equal(label, ot > 0)

@@ -126,9 +126,9 @@ def test_lesions_and_tertiles():
     label[5, 0, 9] = True  # 1 voxel
     seg = np.zeros_like(label)
     seg[7, 7, 7] = True
-    les = sorted(M.lesions(label, seg, 2.0), key=lambda l: l["voxels"])
-    assert [l["voxels"] for l in les] == [1, 8, 27]
-    assert [l["detected"] for l in les] == [False, False, True]
+    les = sorted(M.lesions(label, seg, 2.0), key=lambda lesion: lesion["voxels"])
+    assert [lesion["voxels"] for lesion in les] == [1, 8, 27]
+    assert [lesion["detected"] for lesion in les] == [False, False, True]
     assert les[2]["volume_mm3"] == 54.0
     edges = M.tertile_edges([1, 2, 3, 4, 5, 6])
     assert [M.tertile_of(v, edges) for v in (1, 3, 6)] == ["small", "medium", "large"]

@@ -127,7 +127,7 @@ def test_predict_folder_cli(trained, tmp_path, caplog):
     # itermask2 mode: calibrated τ, no sweep, only the good cases of one part
     out2 = tmp_path / "out2"
     assert main(args[:2] + ["-o", str(out2)] + args[4:] + ["-mode", "itermask2", "--num_parts", "2",
-                                                          "--part_id", "1"]) == 0   # part 2/2 = "healthy" only
+                                                           "--part_id", "1"]) == 0   # part 2/2 = "healthy" only
     info = json.loads((out2 / "healthy.json").read_text())
     assert info["procedure"] == "itermask2" and not info["sweep_t"] and not (out2 / "lesion.json").exists()
 

@@ -52,7 +52,8 @@ def test_anisotropic_data_defaults_to_2d_and_uses_10th_percentile():
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
 def test_patch_is_divisible_and_fits_budget(profile):
     fp = _fingerprint([(1.0, 1.0, 1.0)] * 8)
-    plans = plan_experiment(fp, {"channel_names": {"0": "T1", "1": "T2"}, "file_ending": ".nii.gz"}, "D", profile=profile)
+    plans = plan_experiment(fp, {"channel_names": {"0": "T1", "1": "T2"}, "file_ending": ".nii.gz"}, "D",
+                            profile=profile)
     for config in plans.configurations.values():
         div = divisibility(config.network.strides)
         assert all(p % d == 0 for p, d in zip(config.patch_size, div))

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from itermask_auto.imageio.errors import InputError
 from itermask_auto.preprocessing.skull_strip import (SkullStripper, brain_mask_from_stripped,
-                                                      looks_skull_stripped)
+                                                     looks_skull_stripped)
 
 SHARED = Path(os.environ.get("ITERMASK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 IXI = SHARED / "ixi_t1_2mm"

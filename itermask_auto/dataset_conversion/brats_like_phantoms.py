@@ -37,7 +37,7 @@ def write_brats_like_phantoms(folder: Path, n_patients: int = 6, seed: int = 0, 
         phantoms = {seq: make_phantom(1000 * seed + i, size=size, spacing=spacing, skull=False, n_lesions=1 + i % 2,
                                       lesion_radius_mm=lesion_radius_mm, sequence=seq,
                                       lesion_contrast=None if seq == "FLAIR" else 0.0, anatomy_scale=scale)
-                     for seq in ("FLAIR", "T1")}
+                    for seq in ("FLAIR", "T1")}
         brain = sitk.GetArrayFromImage(phantoms["FLAIR"].brain_mask) > 0
         sitk.WriteImage(_zscore(phantoms["FLAIR"].image, brain), str(patient / "Flair_subtrMeanDivStd.nii.gz"))
         sitk.WriteImage(_zscore(phantoms["T1"].image, brain), str(patient / "T1c_subtrMeanDivStd.nii.gz"))

@@ -42,11 +42,12 @@ from itermask_auto.utilities.atomic import read_json, write_json
 logger = logging.getLogger(__name__)
 
 DATASETS: Dict[int, Tuple[str, Tuple[str, ...]]] = {41: ("BraTSSlabs_FLAIR", ("FLAIR",)),
-                                                     42: ("BraTSSlabs_FLAIR_T1c", ("FLAIR", "T1c"))}
+                                                    42: ("BraTSSlabs_FLAIR_T1c", ("FLAIR", "T1c"))}
 SPACING_MM = 2.0
 MARGIN_MM = 2.0        # no tumour voxel within this distance (along z) of a slab slice
-MIN_SLAB_MM = 16.0     # thinner runs are dropped: the high-frequency channel is a 3-D FFT over the case, and a slab
-                       # thinner than 1 / (0.078 cycles/mm) = 12.8 mm has no z frequency inside its low-frequency ball
+# thinner runs are dropped: the high-frequency channel is a 3-D FFT over the case, and a slab
+# thinner than 1 / (0.078 cycles/mm) = 12.8 mm has no z frequency inside its low-frequency ball
+MIN_SLAB_MM = 16.0
 NUM_FOLDS = 3
 FOLDS_FILE, SPLITS_FILE = "folds.json", "splits.json"
 

@@ -42,7 +42,8 @@ def convert(source: Path, raw_root: Optional[Path] = None, dataset_id: int = DEF
                 copy_image(mask, tmp / "masksTr" / f"{case}.nii.gz")
         write_dataset_json(tmp, NAME, ["T1"], len(images), 0,
                            description="IXI healthy adults, Hammersmith Hospital Philips 3T T1, 2 mm, native space, "
-                                       "not skull-stripped" + ("; masksTr: automatic brain masks" if with_masks else ""),
+                                       "not skull-stripped"
+                                       + ("; masksTr: automatic brain masks" if with_masks else ""),
                            licence="CC BY-SA 3.0",
                            reference="IXI dataset, https://brain-development.org/ixi-dataset/",
                            source=str(source))

@@ -97,7 +97,8 @@ def _soft(x: np.ndarray) -> np.ndarray:
 
 
 def _ellipsoid_radius(q: Sequence[np.ndarray], centre: Sequence[float], semi: Sequence[float]) -> np.ndarray:
-    return np.sqrt(sum(((qi - c) / a) ** 2 for qi, c, a in zip(q, np.asarray(centre, float).tolist(), np.asarray(semi, float).tolist())))
+    return np.sqrt(sum(((qi - c) / a) ** 2
+                       for qi, c, a in zip(q, np.asarray(centre, float).tolist(), np.asarray(semi, float).tolist())))
 
 
 def _nuclei(h: _Head) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], List[Tuple[np.ndarray, np.ndarray]]]:

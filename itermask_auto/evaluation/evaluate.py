@@ -121,7 +121,7 @@ def case_metrics(a: Dict[str, np.ndarray], voxel_mm3: float) -> Dict[str, Any]:
             "label_voxels": int(a["label"].sum()), "seg_voxels": int(a["seg"].sum()),
             "brain_voxels": int(a["brain"].sum()), "label_voxels_outside_brain": int((a["label"] & ~a["brain"]).sum()),
             "lesion_volume_mm3": float(a["label"].sum() * voxel_mm3), "n_lesions": len(les),
-            "n_lesions_detected": sum(l["detected"] for l in les), "lesions": les,
+            "n_lesions_detected": sum(lesion["detected"] for lesion in les), "lesions": les,
             "voxel_fpr": float((a["seg"] & normal).sum() / max(int(normal.sum()), 1)),
             "seg_in_brain": int((a["seg"] & a["brain"]).sum())}
 
@@ -224,14 +224,14 @@ def lesion_size_tertiles(lesion_rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     tertile of the case's total lesion volume (lesion load)."""
     out: Dict[str, Any] = {"definition": "lesion = 26-connected component of the label; detected = overlaps the "
                                          "segmentation; tertiles = 1/3, 2/3 quantiles of the volumes (mm3)"}
-    lesions = [l for r in lesion_rows for l in r["lesions"]]
+    lesions = [lesion for r in lesion_rows for lesion in r["lesions"]]
     if lesions:
-        edges = M.tertile_edges([l["volume_mm3"] for l in lesions])
+        edges = M.tertile_edges([lesion["volume_mm3"] for lesion in lesions])
         out["lesion_volume_edges_mm3"] = list(edges)
         for t in ("small", "medium", "large"):
-            group = [l for l in lesions if M.tertile_of(l["volume_mm3"], edges) == t]
-            out[f"lesions_{t}"] = {"n": len(group), "detected": sum(l["detected"] for l in group),
-                                   "detection_rate": M.nanmean([float(l["detected"]) for l in group])}
+            group = [lesion for lesion in lesions if M.tertile_of(lesion["volume_mm3"], edges) == t]
+            out[f"lesions_{t}"] = {"n": len(group), "detected": sum(lesion["detected"] for lesion in group),
+                                   "detection_rate": M.nanmean([float(lesion["detected"]) for lesion in group])}
         edges = M.tertile_edges([r["lesion_volume_mm3"] for r in lesion_rows])
         out["case_lesion_load_edges_mm3"] = list(edges)
         for t in ("small", "medium", "large"):

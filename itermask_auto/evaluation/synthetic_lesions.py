@@ -144,8 +144,8 @@ def blob_lesions(brain: np.ndarray, spacing_zyx: Sequence[float], rng: np.random
         noise /= noise.std() + 1e-12
         blob = rho + 0.25 * noise < 1.0
         lo = v - half
-        src = tuple(slice(max(0, -l), b - max(0, l + b - n_)) for l, b, n_ in zip(lo, blob.shape, brain.shape))
-        dst = tuple(slice(max(0, l), min(n_, l + b)) for l, b, n_ in zip(lo, blob.shape, brain.shape))
+        src = tuple(slice(max(0, -low), b - max(0, low + b - n_)) for low, b, n_ in zip(lo, blob.shape, brain.shape))
+        dst = tuple(slice(max(0, low), min(n_, low + b)) for low, b, n_ in zip(lo, blob.shape, brain.shape))
         label[dst] |= blob[src] & brain[dst]
         records.append({"source": "blob", "radius_mm": round(r, 2), "centre_in": where,
                         "centre_index_zyx": [int(i) for i in v]})

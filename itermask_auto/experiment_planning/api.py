@@ -71,7 +71,8 @@ def unchanged_data_folders(final: Path, staging: Path, plans: Plans, preprocesse
                         folder.name)
         else:
             logger.warning("dropped the preprocessed %s data (%s): the new plan preprocesses it differently or the "
-                           "cases or their fingerprint changed; run itermask_plan_and_preprocess -c %s to make it again",
+                           "cases or their fingerprint changed; run itermask_plan_and_preprocess -c %s to make it "
+                           "again",
                            name, folder.name, name)
     return kept
 
@@ -85,7 +86,8 @@ def collect_training_cases(raw_folder: Path) -> tuple[Dict, Dict[str, List[Path]
         raise InputError(raw_folder / "imagesTr", "no training cases found")
     declared = meta.get("numTraining")
     if declared is not None and int(declared) != len(cases):
-        raise InputError(raw_folder / "dataset.json", f"numTraining is {declared} but imagesTr holds {len(cases)} cases")
+        raise InputError(raw_folder / "dataset.json",
+                         f"numTraining is {declared} but imagesTr holds {len(cases)} cases")
     masks: Dict[str, Path] = {}
     mask_dir = raw_folder / "masksTr"
     if mask_dir.is_dir():

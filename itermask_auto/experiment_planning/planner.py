@@ -10,7 +10,7 @@ import numpy as np
 from itermask_auto.experiment_planning.plans import (CalibrationPlan, ConfigurationPlan, InferencePlan, NetworkPlan,
                                                      NormalizationPlan, Plans, TrainingMaskPlan, TrainingPlan)
 from itermask_auto.experiment_planning.topology import (activation_memory_gb, divisibility, round_patch,
-                                                       unet_topology)
+                                                        unet_topology)
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def plan_3d(fp, spacing, channels: int, profile: Dict, name: str) -> Configurati
         axis = max(shrinkable, key=lambda a: patch[a] / median_shape[a])
         patch[axis] -= div[axis]  # one pooling factor at a time keeps the patch divisible (nnU-Net's step)
     batch = profile["min_batch"]
-    while batch < profile["max_batch"] and activation_memory_gb(patch, strides, features, batch + 1) <= profile["memory_gb"]:
+    while (batch < profile["max_batch"]
+           and activation_memory_gb(patch, strides, features, batch + 1) <= profile["memory_gb"]):
         batch += 1
     dataset_voxels = math.prod(median_shape) * fp["aggregate"]["num_cases"]
     batch = max(1, min(batch, int(MAX_BATCH_DATASET_FRACTION * dataset_voxels / math.prod(patch)) or 1))
@@ -148,7 +149,8 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
     coarsest = max(spacing_3d)
     hf_radius = min(REFERENCE_HF_RADIUS, 0.5 * 0.5 / coarsest)  # at most half of the coarsest Nyquist
     rules.update({
-        "profile": f"{profile}: activation budget {prof['memory_gb']} GB, batch {prof['min_batch']}..{prof['max_batch']}",
+        "profile": f"{profile}: activation budget {prof['memory_gb']} GB, "
+                   f"batch {prof['min_batch']}..{prof['max_batch']}",
         "default_configuration": f"2d if max/min median spacing ({ratio:.2f}) > {ANISOTROPY_THRESHOLD}, else 3d",
         "patch_size_3d": "median brain-cropped shape, rounded to the pooling factor, shrunk (largest axis relative "
                          "to the median first) until the activation-memory estimate fits the profile budget",
@@ -182,7 +184,7 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
         training_masks=TrainingMaskPlan(block_sizes_mm=REFERENCE_BLOCKS_MM, block_probabilities=REFERENCE_BLOCK_P,
                                         masked_loss_weight=prof["masked_loss_weight"]),
         training=training, inference=InferencePlan(sweep_steps=8, max_shrink_passes=6, knee_scale="median_error",
-                                                     fit_max_threshold=KNEE_FIT_MAX_SCALED),
+                                                   fit_max_threshold=KNEE_FIT_MAX_SCALED),
         calibration=CalibrationPlan(alpha=0.01, gamma_target="sweep_quantile",
                                     brain_erosion_candidates_mm=list(BRAIN_EROSION_CANDIDATES_MM)),
         configurations=configs, default_configuration=default,

@@ -21,7 +21,7 @@ def unet_topology(patch_size: Sequence[int], spacing: Sequence[float], base_feat
     while len(strides) <= MAX_POOLS:
         finest = min(current)
         stride = [2 if (n // 2 >= MIN_FEATURE_MAP and (n % 2 == 0 or not require_even)
-                         and s <= ANISO_KERNEL_RATIO * finest) else 1
+                        and s <= ANISO_KERNEL_RATIO * finest) else 1
                   for n, s in zip(size, current)]
         if not any(v == 2 for v in stride):
             break

@@ -75,7 +75,8 @@ def _check_nifti_voxels(path: Path) -> None:
     except (EOFError, OSError, zlib.error) as e:
         raise InputError(path, f"corrupt or truncated file ({e})") from None
     except Exception as e:  # noqa: BLE001 - nibabel raises several types for a broken header
-        raise InputError(path, f"corrupt or unreadable NIfTI file ({type(e).__name__}: {str(e).splitlines()[0][:100]})") from None
+        raise InputError(path, f"corrupt or unreadable NIfTI file "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:100]})") from None
     # ITK silently replaces a zero pixdim by 1 mm: a zero or non-finite spacing must be caught here
     zooms = _raw_pixdim(path, nii)[: min(3, data.ndim)]
     if not np.all(np.isfinite(zooms)) or np.any(zooms == 0):

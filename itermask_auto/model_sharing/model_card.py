@@ -53,9 +53,9 @@ def model_card(fold_dir: Path) -> Dict[str, Any]:
         "recipe": {"training": plans.to_dict()["training"], "method_plan": method.method_plan(plans),
                    "stages": stages},
         "calibration": {k: cal.get(k) for k in ("alpha", "alpha_achieved", "voxel_threshold", "voxel_thresholds",
-                                                 "detection_threshold",
-                                                 "detection_rule", "healthy_detection_fpr", "volume_score_name",
-                                                 "healthy_final_mask_fraction", "case_source")} if cal else None,
+                                                "detection_threshold",
+                                                "detection_rule", "healthy_detection_fpr", "volume_score_name",
+                                                "healthy_final_mask_fraction", "case_source")} if cal else None,
     }
 
 

@@ -19,7 +19,8 @@ def crop(array: np.ndarray, bbox: Sequence[Sequence[int]]) -> np.ndarray:
     return array[lead + tuple(slice(a, b) for a, b in bbox)]
 
 
-def uncrop(array: np.ndarray, bbox: Sequence[Sequence[int]], full_shape: Tuple[int, ...], fill: float = 0) -> np.ndarray:
+def uncrop(array: np.ndarray, bbox: Sequence[Sequence[int]], full_shape: Tuple[int, ...],
+           fill: float = 0) -> np.ndarray:
     out = np.full(tuple(array.shape[:array.ndim - len(bbox)]) + tuple(full_shape), fill, dtype=array.dtype)
     lead = (slice(None),) * (array.ndim - len(bbox))
     out[lead + tuple(slice(a, b) for a, b in bbox)] = array

@@ -103,4 +103,3 @@ def count_parameters(network: nn.Module) -> int:
 def unwrap(network: nn.Module) -> nn.Module:
     """The module whose state_dict we save (torch.compile wraps the original in `_orig_mod`)."""
     return getattr(network, "_orig_mod", network)
-

@@ -28,7 +28,8 @@ def main(out: str) -> None:
     _, plans = make_cheap_phantom_dataset(root, n_cases=4)
     for config in plans.configurations.values():  # tiny networks: a small fixture
         config.network.features_per_stage = [4, 8]
-        config.network.kernel_sizes, config.network.strides = config.network.kernel_sizes[:2], config.network.strides[:2]
+        config.network.kernel_sizes, config.network.strides = (config.network.kernel_sizes[:2],
+                                                               config.network.strides[:2])
     plans.save(root / "preprocessed" / DATASET / "itermask_plans.json")
     from itermask_auto.inference.predictor import Predictor
     from itermask_auto.preprocessing.storage import load_case

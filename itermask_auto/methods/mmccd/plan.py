@@ -113,7 +113,7 @@ def default_plan(plans, budget_s: Optional[float] = None) -> Dict[str, Any]:
     spacing = [s for a, s in enumerate(config.spacing) if a != config.slice_axis]
     net = networks.network_keys(prof["base_channels"], levels_for(config.patch_size), prof["num_res_blocks"])
     extent = [max(int(round(mm / s)), int(n)) for mm, s, n in zip(REFERENCE_BRAIN_MM, config.spacing,
-                                                                   config.median_shape)]
+                                                                  config.median_shape)]
     inplane = [n for a, n in enumerate(extent) if a != config.slice_axis]
     shape = round_up([max(p, m) for p, m in zip(config.patch_size, inplane)], networks.divisor(net))
     widths = [max(1, round(STRIPE_WIDTH_MM / s)) for s in spacing]
