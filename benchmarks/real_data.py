@@ -262,9 +262,8 @@ def evaluate(args, sets: Dict[str, Path], out: Path) -> Dict[str, Dict]:
                            "n": s["healthy_voxel_fpr"]["n_cases"]}
     if "artefacts" in sets:   # global artefacts have empty voxel labels: detection from the volume scores only
         pos, neg = volume_scores(out / "artefacts"), volume_scores(healthy)
-        rows["artefacts"] = {"det_auroc": auroc(np.array(pos + neg),
-                                                np.array([1] * len(pos) + [0] * len(neg), bool)),
-                             "n": len(pos)}
+        truth = np.array([1] * len(pos) + [0] * len(neg), bool)
+        rows["artefacts"] = {"det_auroc": auroc(np.array(pos + neg), truth), "n": len(pos)}
     return rows
 
 
@@ -319,8 +318,7 @@ def table(args, results: Dict, plans) -> str:
              "Dice = CASE_seg (the method's segmentation rule); Dice α-map = the map above the healthy α voxel "
              "threshold, where the method's own rule differs (IterMask3D's final mask, label-free thresholds).",
              "", "| method (configuration) | test set | n | Dice | Dice α-map | AUPRC | AUROC | voxel FPR (α) | "
-             "detection AUROC | s/volume | passes/volume | training |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "detection AUROC | s/volume | passes/volume | training |", "|---" * 12 + "|"]
     for run, r in results.items():
         for name, m in r["metrics"].items():
             t = r["timing"].get(name, {})
