@@ -6,8 +6,10 @@ former and keeps the latter (the residual post-processing of the unsupervised br
 et al. 2021, Behrendt et al. 2024). The method's own segmentation (final mask) gets the binary form of the same
 filter, a majority vote over the window: for a mask {map > τ} that is exactly {median(map) > τ}, so the mask stays
 the thresholded map it was. The engine applies it
-to prediction and to the healthy validation cases alike, so the calibrated thresholds are those of the filtered
-maps."""
+to prediction and to the healthy validation cases alike, so the engine's calibrated voxel thresholds are those of
+the filtered maps; thresholds a method takes from its own unfiltered maps (IterMask3D's γ from its sweep,
+`constrained`'s label-free percentile of its training maps) are not, and a filtered mask may hold fewer voxels than
+those rules promise."""
 from __future__ import annotations
 
 from typing import Sequence, Tuple
@@ -29,13 +31,21 @@ def filter_result(result: InferenceResult, region: np.ndarray, width_mm: float,
     """Median-filter result.anomaly_map (and majority-filter result.final_mask) over width_mm, inside `region`;
     the volume scores the engine computes are recomputed (a method's own scores are kept as it set them)."""
     kernel = median_kernel(width_mm, spacing)
-    if all(k == 1 for k in kernel):
-        return result
     region = np.asarray(region, bool)
+    if all(k == 1 for k in kernel) or not region.any():
+        return result
+    # only the region's bounding box (plus half a window) can change: filter that, not the whole volume
+    where = np.argwhere(region)
+    box = tuple(slice(max(0, lo - k // 2), hi + k // 2 + 1)
+                for lo, hi, k in zip(where.min(axis=0), where.max(axis=0), kernel))
     # outside the region the map is 0: a voxel on the region's edge is kept only when most of its window agrees
-    smoothed = ndimage.median_filter(result.anomaly_map.astype(np.float32), size=kernel, mode="constant")
+    smoothed = np.zeros_like(result.anomaly_map, dtype=np.float32)
+    smoothed[box] = ndimage.median_filter(result.anomaly_map[box].astype(np.float32), size=kernel, mode="constant")
     result.anomaly_map = np.where(region, smoothed, np.float32(0)).astype(np.float32)
-    majority = ndimage.median_filter(np.asarray(result.final_mask, np.uint8), size=kernel, mode="constant") > 0
-    result.final_mask = majority & region
+    # majority vote as a count (a binary median; uniform_filter is ~20x faster than median_filter on a mask)
+    n = int(np.prod(kernel))
+    votes = np.zeros(region.shape, np.float32)
+    votes[box] = ndimage.uniform_filter(np.asarray(result.final_mask, np.float32)[box], size=kernel, mode="constant")
+    result.final_mask = (votes * n > n // 2 + 0.5) & region
     result.scores.update(volume_scores(result.anomaly_map, result.final_mask, region))
     return result

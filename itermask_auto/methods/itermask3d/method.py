@@ -65,7 +65,8 @@ class IterMask3D(MaskedReconstruction):
             return {"inference_mode": plan.mode}
         schedule = sweep_schedule(plan.sweep_steps, plan.sweep_max_percent)
         alpha = predictor.plans.calibration.alpha
-        if plan.sweep_max_percent < 100.0 * (1.0 - alpha) - 1e-9:
+        if (predictor.plans.calibration.gamma_target == "sweep_quantile"
+                and plan.sweep_max_percent < 100.0 * (1.0 - alpha) - 1e-9):
             logger.warning("the sweep stops at i = %g, short of the alpha target i = %g: healthy final masks cannot "
                            "shrink to alpha = %g; set inference.sweep_max_percent >= %g in the plan",
                            plan.sweep_max_percent, 100 * (1 - alpha), alpha, 100 * (1 - alpha))
