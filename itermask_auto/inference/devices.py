@@ -6,9 +6,10 @@ folder; predictions.json is merged from the CASE.json files under a lock (export
 from __future__ import annotations
 
 import logging
-import os
 import queue as queue_module
 from typing import Any, Dict, List
+
+from itermask_auto.utilities.parallel import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ def predict_on_devices(devices: List[str], log_level: int = logging.INFO, **kwar
     progress = kwargs.pop("progress", True)
     context = multiprocessing.get_context("spawn")   # fork after torch threads started can deadlock
     results = context.Queue()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // len(devices))   # the cores this process may use (taskset, SLURM)
+    threads = max(1, usable_cores() // len(devices))
     workers = []
     for k, (device, (n, p)) in enumerate(zip(devices, worker_parts(num_parts, part_id, len(devices)))):
         job = {**kwargs, "device": device, "num_parts": n, "part_id": p, "progress": progress and k == 0}

@@ -45,7 +45,7 @@ def filter_result(result: InferenceResult, region: np.ndarray, width_mm: float,
     # majority vote as a count (a binary median; uniform_filter is ~20x faster than median_filter on a mask)
     n = int(np.prod(kernel))
     votes = np.zeros(region.shape, np.float32)
-    votes[box] = ndimage.uniform_filter(np.asarray(result.final_mask, np.float32)[box], size=kernel, mode="constant")
+    votes[box] = ndimage.uniform_filter(np.asarray(result.final_mask[box], np.float32), size=kernel, mode="constant")
     result.final_mask = (votes * n > n // 2 + 0.5) & region
     result.scores.update(volume_scores(result.anomaly_map, result.final_mask, region))
     return result

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Iterable, Optional
 
 import torch
 
 from itermask_auto.experiment_planning.plans import TrainingPlan
+from itermask_auto.utilities.parallel import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def resolve_device(device: str) -> torch.device:
 def set_torch_threads(device: torch.device, num_workers: int, num_threads: Optional[int] = None) -> int:
     """On CPU the network gets the cores the data workers leave free (at least 1), unless num_threads is given
     (on a machine shared with other jobs, 1 thread avoids OpenMP spin-wait collapse). Returns the count used."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     n = max(1, cores - num_workers) if device.type == "cpu" else max(1, min(cores, 4))
     n = int(num_threads) if num_threads else n
     torch.set_num_threads(n)

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, List, Sequence, Tuple
 
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (taskset, SLURM's cgroup), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class BatchError(RuntimeError):
