@@ -3,7 +3,7 @@ held-out IXI scans with synthetic lesions; one table per method x test set into 
 
     python benchmarks/real_data.py [--methods itermask3d oneshot ae itermask2:2d] [--epochs N] [--iterations N]
                                    [--device cpu|cuda] [--profile cpu|gpu] [--workers N]
-                                   [--work_dir work_data/real_data] [--artefacts] [--smoke]
+                                   [--work_dir work_data/real_data] [--artefacts] [--smoke] [--mode itermask2]
 
 A run is METHOD or METHOD:CONFIGURATION (default: the method's own, e.g. 2d for itermask2, 3d for itermask3d).
 `--device cuda --profile cpu` runs the CPU recipe (epochs x iterations planned for the 2-core CPU) on a GPU: the same
@@ -208,8 +208,7 @@ def stage_plans(plans, method: str, configuration: str, args) -> list:
             for stage in get_method(method).stages(plans, configuration)]
 
 
-def predict(args, method: str, configuration: str, sets: Dict[str, Path], out: Path,
-            fresh: bool) -> Dict[str, Dict]:
+def predict(args, method: str, configuration: str, sets: Dict[str, Path], out: Path, fresh: bool) -> Dict[str, Dict]:
     from itermask_auto.inference.predict_folder import predict_folder
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
@@ -219,7 +218,7 @@ def predict(args, method: str, configuration: str, sets: Dict[str, Path], out: P
         before = len(list((out / name).glob("*_anomaly.nii.gz")))   # kept from an earlier run (--continue)
         start = time.perf_counter()
         res = predict_folder(folder, out / name, IXI, configuration, 0, method, args.device, continue_prediction=True,
-                             masks_dir=ds / "masksTs", progress=False)
+                             masks_dir=ds / "masksTs", progress=False, mode=args.mode)
         cases = list(res["cases"].values())
         timing[name] = {"wall_s": time.perf_counter() - start, "n": len(cases), "predicted_now": len(cases) - before,
                         "failures": res["failures"],
@@ -286,10 +285,9 @@ def machine() -> str:
 
 def table(args, results: Dict, plans) -> str:
     labels = {"mslub": "MSLUB T1 (expert labels)", "healthy": "IXI held-out healthy",
-              "synth_lesions": "IXI held-out + synthetic lesions",
+              "synth_lesions": "IXI held-out + synthetic lesions", "artefacts": "IXI held-out + artefacts",
               "synth_large": "IXI held-out + large synthetic lesions (blobs, radius {:g}-{:g} mm)".format(
-                  *LARGE_BLOB_RADIUS_MM),
-              "artefacts": "IXI held-out + artefacts"}
+                  *LARGE_BLOB_RADIUS_MM)}
     recipes = {}
     for r in results.values():
         tp = planned_recipe(plans, r["method"], r["configuration"])
@@ -324,7 +322,8 @@ def table(args, results: Dict, plans) -> str:
             t = r["timing"].get(name, {})
             wall = t["wall_s"] / t["predicted_now"] if t.get("predicted_now") else None   # None: all reused
             fpr = f"{fmt(m.get('fpr'), 4)} ({fmt(m.get('alpha'), 2)})" if "fpr" in m else "—"
-            lines.append(f"| {r['method']} ({r['configuration']}) | {labels[name]} | {m.get('n', '—')} | "
+            mode = f", -mode {args.mode}" if args.mode else ""
+            lines.append(f"| {r['method']} ({r['configuration']}{mode}) | {labels[name]} | {m.get('n', '—')} | "
                          f"{fmt(m.get('dice'))} | {fmt(m.get('dice_alpha'))} | {fmt(m.get('auprc'))} | "
                          f"{fmt(m.get('auroc'))} | {fpr} | {fmt(m.get('det_auroc'))} | "
                          f"{fmt(wall, 1)} | {fmt(t.get('passes'), 1)} | "
@@ -351,6 +350,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="override the planned epochs (the table then says the recipe was not the planned one)")
     p.add_argument("--iterations", type=int, default=None, help="override the planned iterations per epoch")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--mode", choices=("itermask3d", "itermask2"), default=None,
+                   help="itermask3d's inference mode for prediction (itermask_predict -mode); the plan's by default")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes for training")
     p.add_argument("--profile", choices=("cpu", "gpu"), default=None,
@@ -380,7 +381,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = {}
     for method, configuration in runs:
         fold_dir, fresh, train_s = train(args, method, configuration)
-        run = f"{method}_{configuration}"
+        run = f"{method}_{configuration}" + (f"_{args.mode}" if args.mode else "")
         out = args.work_dir / "predictions" / run
         timing = predict(args, method, configuration, sets, out, fresh)
         results[run] = {"method": method, "configuration": configuration, "fold_dir": str(fold_dir),
