@@ -20,6 +20,7 @@ from itermask_auto.methods.constrained.losses import (attention_entropy, entropy
                                                       extended_log_barrier, size_constraint)
 from itermask_auto.methods.constrained.method import barrier_t, warmup_epochs
 from itermask_auto.methods.constrained.network import ConstrainedVAE
+from itermask_auto.methods.constrained.polarity import POLARITIES
 from itermask_auto.methods.registry import get_method
 from itermask_auto.preprocessing.storage import load_case
 from itermask_auto.training.api import run_training
@@ -205,6 +206,7 @@ def test_trains_without_labels_and_predicts_with_its_label_free_rule(tmp_path, m
     assert cal["label_free_cases"] == sorted(split["train"])[:1] + sorted(split["train"])[-1:]
     assert not set(cal["label_free_cases"]) & set(split["val"])      # no calibration case in the label-free rule
     assert cal["volume_score_name"] == "attention_std" and cal["label_free_threshold"] > 0
+    assert cal["map_polarity"] in POLARITIES and set(cal["polarity_cases"]) <= set(split["val"])   # healthy val only
     predictor = Predictor.from_model_folder(fold)
     data, hf, brain, _ = load_case(tmp_path / "preprocessed" / dataset / "itermask_3d", split["val"][0])
     pred = predictor.predict_arrays(data, hf, brain.astype(bool))

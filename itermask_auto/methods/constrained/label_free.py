@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -23,15 +23,20 @@ from itermask_auto.utilities.atomic import read_json
 logger = logging.getLogger(__name__)
 
 
+def evenly_spread(cases: Sequence[str], n: int) -> List[str]:
+    """n cases evenly spread over the sorted list (all when n is 0 or exceeds it)."""
+    cases = sorted(cases)
+    if n <= 0 or n >= len(cases):
+        return cases
+    return [cases[int(i)] for i in np.linspace(0, len(cases) - 1, n).round().astype(int)]
+
+
 def training_cases(fold_dir: Path, n: int) -> List[str]:
     """n training cases of the fold evenly spread over the sorted list (all when n is 0 or exceeds it)."""
     path = Path(fold_dir) / "splits.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found - the fold's split is written by itermask_train")
-    cases = sorted(read_json(path)["train"])
-    if n <= 0 or n >= len(cases):
-        return cases
-    return [cases[int(i)] for i in np.linspace(0, len(cases) - 1, n).round().astype(int)]
+    return evenly_spread(read_json(path)["train"], n)
 
 
 def label_free_threshold(method, predictor, context) -> Dict[str, Any]:

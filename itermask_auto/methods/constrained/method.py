@@ -6,10 +6,12 @@ cover every healthy brain pixel, so that at inference the attention of an anomal
   with the extended log-barrier ψ_t (the paper's gradCAMCons);
 - `constrained_entropy`: the Shannon entropy of softmax(attention over the brain) MAXIMISED (the loss term is
   −w_H·H; the authors' AMCons).
-Anomaly map = the attention in the eroded brain, min-max normalised per slice (the authors' inference); volume
-score = its standard deviation in that region. Segmentation (CASE_seg, `final_mask`) = the method's own
-label-free rule (`label_free.py`: the 99th percentile of the healthy training maps); the engine's calibrated
-healthy-validation voxel threshold at α is reported beside it (CASE.json `voxel_threshold`)."""
+Anomaly map = the attention in the eroded brain, min-max normalised per slice (the authors' inference), read in
+the planned polarity (`polarity.py`: high as the authors, low, two-sided, or chosen at calibration on generated
+lesions in healthy validation scans); volume score = its standard deviation in that region. Segmentation
+(CASE_seg, `final_mask`) = the method's own label-free rule (`label_free.py`: the 99th percentile of the healthy
+training maps); the engine's calibrated healthy-validation voxel threshold at α is reported beside it (CASE.json
+`voxel_threshold`)."""
 from __future__ import annotations
 
 import math
@@ -28,6 +30,7 @@ from itermask_auto.methods.constrained.label_free import label_free_threshold
 from itermask_auto.methods.constrained.losses import (entropy_term, erode_region, kl_divergence,
                                                       reconstruction_bce, size_constraint, to_unit_range)
 from itermask_auto.methods.constrained.network import ConstrainedVAE
+from itermask_auto.methods.constrained.polarity import AUTHORS_POLARITY, choose_polarity, orient
 
 VAE = "vae"
 INFERENCE_SLICES = 16     # slices per encoder batch at inference (small 2-D windows; any batch gives the same maps)
@@ -116,21 +119,35 @@ class ConstrainedAttention(Method):
         return float(self.objective(network, batch, ctx, with_attention=True).detach()), 1.0
 
     # ---- inference ------------------------------------------------------------------------------------------
-    def attention_result(self, predictor, data: np.ndarray, brain: np.ndarray) -> InferenceResult:
-        """The anomaly map (no threshold): attention, eroded brain, normalisation; one encoder pass."""
+    def map_polarity(self, predictor) -> str:
+        """The plan's polarity; "auto" = the one chosen at calibration (the authors' for older calibrations)."""
+        planned = self.method_plan(predictor.plans).get("map_polarity", AUTHORS_POLARITY)
+        if planned != "auto":
+            return planned
+        return (predictor.calibration or {}).get("map_polarity", AUTHORS_POLARITY)
+
+    def attention_map(self, predictor, data: np.ndarray, brain: np.ndarray) -> Tuple[np.ndarray, np.ndarray, int]:
+        """(normalised attention in the eroded brain, read as "high"; that region; windows run): one encoder pass."""
         mp = self.method_plan(predictor.plans)
         axis = predictor.config.slice_axis
         with autocast_context(predictor.device, predictor.amp):
             att, windows = attention_volume(predictor.network, data, brain, axis, mp["intensity_range"],
                                             max(int(predictor.batch_size), INFERENCE_SLICES), predictor.device)
         region = eroded_region(brain, axis, mp["erosion_block"])
-        amap = normalise(att, region, axis, mp["map_normalisation"])
+        return normalise(att, region, axis, mp["map_normalisation"]), region, windows
+
+    def attention_result(self, predictor, data: np.ndarray, brain: np.ndarray) -> InferenceResult:
+        """The anomaly map (no threshold): attention, eroded brain, normalisation, polarity."""
+        mp = self.method_plan(predictor.plans)
+        normalised, region, windows = self.attention_map(predictor, data, brain)
+        polarity = self.map_polarity(predictor)
+        amap = orient(normalised, region, polarity)
         std = float(amap[region].std()) if region.any() else 0.0
         return InferenceResult(anomaly_map=amap, final_mask=np.zeros(brain.shape, bool), tau=math.nan,
                                procedure=f"{self.name}_attention", passes=1, windows=windows,
                                scores={"attention_std": std},
                                fit={"attention": mp["attention"], "map_normalisation": mp["map_normalisation"],
-                                    "region_voxels": int(region.sum())})
+                                    "map_polarity": polarity, "region_voxels": int(region.sum())})
 
     def infer(self, predictor, data, hf, brain, keep_masks: bool = False) -> InferenceResult:
         brain = brain.astype(bool)
@@ -153,7 +170,15 @@ class ConstrainedAttention(Method):
                                                     f"({cal.get('label_free_rule', 'training percentile')})")
 
     def calibrate(self, predictor, context) -> Dict[str, Any]:
-        return label_free_threshold(self, predictor, context)
+        """The "auto" map polarity first (the label-free threshold is taken on the map it reads), then the
+        label-free threshold."""
+        keys: Dict[str, Any] = {}
+        if self.method_plan(predictor.plans).get("map_polarity") == "auto":
+            keys = choose_polarity(self.method_plan(predictor.plans), list(predictor.plans.channel_names.values()),
+                                   context, int(predictor.plans.training.seed),
+                                   lambda data, brain: self.attention_map(predictor, data, brain)[:2])
+            predictor.calibration = {**(predictor.calibration or {}), "map_polarity": keys["map_polarity"]}
+        return {**keys, **label_free_threshold(self, predictor, context)}
 
 
 class ConstrainedEntropy(ConstrainedAttention):

@@ -91,6 +91,9 @@ def default_plan(plans, variant: str) -> Dict[str, Any]:
         "warmup_fraction": round(warmup_fraction, 6),
         "erosion_block": erosion,
         "map_normalisation": "slice_min_max",
+        "map_polarity": "auto",
+        "polarity_cases": 8,
+        "polarity_lesions": {"count": [1, 3], "radius_mm": [3.0, 9.0], "contrast": [0.3, 0.5]},
         "label_free_percentile": 99.0,
         "label_free_cases": int(prof["label_free_cases"]),
     }
@@ -116,6 +119,11 @@ def default_plan(plans, variant: str) -> Dict[str, Any]:
         "erosion_block": f"the authors' 6×6-pixel erosion at {AUTHORS_PIXEL_MM:.2f} mm/pixel, in voxels at "
                          f"{spacing} mm",
         "map_normalisation": "attention min-max normalised per slice inside the eroded brain (the authors' inference)",
+        "map_polarity": "auto: chosen at calibration among high (the authors'), low and two_sided by the voxel AUPRC "
+                        "on generated lesions in healthy validation scans (polarity.py); set one to skip the choice",
+        "polarity_cases": "healthy validation cases that receive generated lesions for that choice (evenly spread)",
+        "polarity_lesions": "sadm's stage-2 blobs: 1-3 per scan, radius 3-9 mm, contrast 0.3-0.5, the sign from the "
+                            "channel name (T1 darker); no lesion mask is read",
         "label_free_percentile": "label-free threshold = this percentile of the maps of healthy TRAINING cases (the "
                                  "authors' thresholod_with_percentile, code/main.py); no validation or lesion data",
         "label_free_cases": "training cases scored for that percentile (evenly spread; 0 = all)",
