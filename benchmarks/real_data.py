@@ -366,10 +366,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="markdown file for the table (default docs/benchmarks.md; smoke: WORK_DIR/benchmarks_smoke.md)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from itermask_auto.methods.registry import get_method
-    runs = [parse_run(r) for r in args.methods]
-    for m, _ in runs:
-        get_method(m)
+    runs = [parse_run(r) for r in args.methods]   # unknown methods fail here
+    if args.mode and {m for m, _ in runs} != {"itermask3d"}:
+        raise SystemExit("--mode is an itermask3d inference mode: run it with --methods itermask3d only")
     args.profile = args.profile or ("gpu" if args.device.startswith("cuda") else "cpu")
     if args.smoke:   # a few iterations: the smoke run checks the plumbing, not the models
         args.epochs, args.iterations = args.epochs or 1, args.iterations or 3

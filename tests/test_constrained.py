@@ -3,6 +3,7 @@ the constraint and entropy terms, the differentiable Grad-CAM weighting, the sli
 trained on healthy phantoms (poisoned labels) and run through the Predictor with their label-free rule."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -220,3 +221,35 @@ def test_trains_without_labels_and_predicts_with_its_label_free_rule(tmp_path, m
     bare = Predictor(predictor.networks, predictor.plans, "2d", method, fold)
     empty = bare.predict_arrays(data, hf, brain.astype(bool))
     assert empty.segmentation.sum() == 0 and "no label-free threshold" in empty.summary["segmentation_rule"]
+
+
+@pytest.mark.parametrize("planned, chosen", [("auto", "low"), ("two_sided", "two_sided")])
+def test_prediction_reads_the_map_in_the_calibrated_polarity(tmp_path, monkeypatch, planned, chosen):
+    """An "auto" fold whose choice is "low" predicts the mirrored map, with its thresholds taken on that map; a
+    fixed polarity skips the choice and is recorded in calibration.json as well."""
+    import itermask_auto.methods.constrained.method as constrained_method
+
+    def choice(*args, **kwargs):
+        assert planned == "auto", "a fixed polarity must not run the choice"
+        return {"map_polarity": chosen}
+
+    monkeypatch.setattr(constrained_method, "choose_polarity", choice)
+    dataset, plans = _plan(tmp_path, monkeypatch, "constrained_entropy", map_polarity=planned)
+    fold = run_training(dataset, "2d", 0, "constrained_entropy", epochs=2, iterations=2, num_threads=1)
+    cal = json.loads((fold / "calibration.json").read_text())
+    assert cal["map_polarity"] == chosen
+    predictor = Predictor.from_model_folder(fold)
+    split = json.loads((fold / "splits.json").read_text())
+    data, hf, brain, _ = load_case(tmp_path / "preprocessed" / dataset / "itermask_3d", split["val"][0])
+    brain = brain.astype(bool)
+    pred = predictor.predict_arrays(data, hf, brain)
+    assert pred.summary["tau_fit"]["map_polarity"] == chosen
+    high_plans = copy.deepcopy(predictor.plans)
+    high_plans.method_plans["constrained_entropy"]["map_polarity"] = "high"
+    high = Predictor(predictor.networks, high_plans, "2d", "constrained_entropy", fold).predict_arrays(
+        data, hf, brain).anomaly
+    region = eroded_region(brain, plans.configuration("2d").slice_axis, [3, 3])
+    v = high[region]
+    expected = v.max() - v if chosen == "low" else np.abs(v - np.median(v))
+    np.testing.assert_allclose(pred.anomaly[region], expected, atol=1e-6)
+    np.testing.assert_array_equal(pred.segmentation, (pred.anomaly > cal["label_free_threshold"]) & region)

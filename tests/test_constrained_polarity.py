@@ -80,9 +80,10 @@ def test_auto_polarity_is_chosen_on_generated_lesions_in_healthy_cases(tmp_path,
     assert keys["polarity_auprc"][expected] == max(keys["polarity_auprc"].values())
 
 
-def test_polarity_auprc_pools_the_regions_of_every_case():
-    amap = np.array([[0.9, 0.1, 0.5, 0.0]], np.float32)
-    region = np.array([[True, True, True, False]])
-    label = np.array([[False, True, False, False]])
-    auprc = polarity_auprc([amap], [region], [label])
-    assert auprc["low"] == pytest.approx(1.0) and auprc["high"] == pytest.approx(1 / 3)
+def test_polarity_auprc_pools_the_cases_and_orients_each_on_its_own():
+    values = [np.array([0.9, 0.1, 0.5], np.float32), np.array([2.0, 1.9, 2.1], np.float32)]
+    truths = [np.array([False, True, False]), np.array([False, False, False])]
+    auprc = polarity_auprc(values, truths)
+    # "low" = per-case max - value: case 1's lesion voxel scores 0.8, above every other voxel of both cases
+    assert auprc["low"] == pytest.approx(1.0) and auprc["high"] < 0.3
+    assert np.isnan(polarity_auprc(values[1:], truths[1:])["high"])     # no lesion voxel: nothing measured

@@ -14,6 +14,7 @@ training maps); the engine's calibrated healthy-validation voxel threshold at α
 `voxel_threshold`)."""
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Dict, List, Tuple
 
@@ -31,6 +32,8 @@ from itermask_auto.methods.constrained.losses import (entropy_term, erode_region
                                                       reconstruction_bce, size_constraint, to_unit_range)
 from itermask_auto.methods.constrained.network import ConstrainedVAE
 from itermask_auto.methods.constrained.polarity import AUTHORS_POLARITY, choose_polarity, orient
+
+logger = logging.getLogger(__name__)
 
 VAE = "vae"
 INFERENCE_SLICES = 16     # slices per encoder batch at inference (small 2-D windows; any batch gives the same maps)
@@ -120,11 +123,18 @@ class ConstrainedAttention(Method):
 
     # ---- inference ------------------------------------------------------------------------------------------
     def map_polarity(self, predictor) -> str:
-        """The plan's polarity; "auto" = the one chosen at calibration (the authors' for older calibrations)."""
+        """The plan's polarity; "auto" = the one chosen at calibration (the authors' for older calibrations). A fixed
+        polarity that differs from the one the fold was calibrated on is used, with a warning: the thresholds in
+        calibration.json were taken on the other map."""
         planned = self.method_plan(predictor.plans).get("map_polarity", AUTHORS_POLARITY)
-        if planned != "auto":
-            return planned
-        return (predictor.calibration or {}).get("map_polarity", AUTHORS_POLARITY)
+        calibrated = (predictor.calibration or {}).get("map_polarity")
+        if planned == "auto":
+            return calibrated or AUTHORS_POLARITY
+        if calibrated is not None and calibrated != planned:
+            logger.warning("%s: the plan reads the map as '%s' but the fold was calibrated on '%s': its thresholds "
+                           "do not fit; recalibrate (itermask_train ... --calibrate_only)", self.name, planned,
+                           calibrated)
+        return planned
 
     def attention_map(self, predictor, data: np.ndarray, brain: np.ndarray) -> Tuple[np.ndarray, np.ndarray, int]:
         """(normalised attention in the eroded brain, read as "high"; that region; windows run): one encoder pass."""
@@ -172,12 +182,13 @@ class ConstrainedAttention(Method):
     def calibrate(self, predictor, context) -> Dict[str, Any]:
         """The "auto" map polarity first (the label-free threshold is taken on the map it reads), then the
         label-free threshold."""
-        keys: Dict[str, Any] = {}
-        if self.method_plan(predictor.plans).get("map_polarity") == "auto":
-            keys = choose_polarity(self.method_plan(predictor.plans), list(predictor.plans.channel_names.values()),
-                                   context, int(predictor.plans.training.seed),
+        mp = self.method_plan(predictor.plans)
+        keys: Dict[str, Any] = {"map_polarity": mp.get("map_polarity", AUTHORS_POLARITY)}   # recorded either way
+        if keys["map_polarity"] == "auto":
+            keys = choose_polarity(mp, list(predictor.plans.channel_names.values()), context,
+                                   int(predictor.plans.training.seed),
                                    lambda data, brain: self.attention_map(predictor, data, brain)[:2])
-            predictor.calibration = {**(predictor.calibration or {}), "map_polarity": keys["map_polarity"]}
+        predictor.calibration = {**(predictor.calibration or {}), "map_polarity": keys["map_polarity"]}
         return {**keys, **label_free_threshold(self, predictor, context)}
 
 

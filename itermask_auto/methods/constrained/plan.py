@@ -121,7 +121,8 @@ def default_plan(plans, variant: str) -> Dict[str, Any]:
         "map_normalisation": "attention min-max normalised per slice inside the eroded brain (the authors' inference)",
         "map_polarity": "auto: chosen at calibration among high (the authors'), low and two_sided by the voxel AUPRC "
                         "on generated lesions in healthy validation scans (polarity.py); set one to skip the choice",
-        "polarity_cases": "healthy validation cases that receive generated lesions for that choice (evenly spread)",
+        "polarity_cases": "healthy validation cases that receive generated lesions for that choice (evenly spread; "
+                          "0 = all)",
         "polarity_lesions": "sadm's stage-2 blobs: 1-3 per scan, radius 3-9 mm, contrast 0.3-0.5, the sign from the "
                             "channel name (T1 darker); no lesion mask is read",
         "label_free_percentile": "label-free threshold = this percentile of the maps of healthy TRAINING cases (the "

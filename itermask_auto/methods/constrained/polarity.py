@@ -47,7 +47,7 @@ def with_generated_lesions(data: np.ndarray, brain: np.ndarray, spacing: Sequenc
                            intensity_range: Sequence[float], rng: np.random.Generator,
                            lesions: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
     """(data with generated blobs, their mask) for one preprocessed (C, Z, Y, X) healthy volume; the intensity
-    rule runs in the network's [0, 1] range (as in sadm's stage 2), mapped back afterwards."""
+    rule runs in the network's [0, 1] range (clipped as the network sees it), mapped back afterwards."""
     count = int(rng.integers(lesions["count"][0], lesions["count"][1] + 1))
     label, _ = blob_lesions(brain, spacing, rng, count, radius_mm=tuple(lesions["radius_mm"]))
     if not label.any():
@@ -57,18 +57,19 @@ def with_generated_lesions(data: np.ndarray, brain: np.ndarray, spacing: Sequenc
     magnitudes = rng.uniform(*lesions["contrast"], size=n_components)
     out = data.astype(np.float32).copy()
     for c, name in enumerate(channel_names):
-        unit = (out[c] - lo) / (hi - lo)
+        unit = np.clip((out[c] - lo) / (hi - lo), 0.0, 1.0)
         changed, _ = apply_lesion_intensity(unit, label, brain, spacing, channel_sign(name) * magnitudes)
         out[c] = np.where(brain, lo + changed * (hi - lo), out[c])
     return out, label
 
 
-def polarity_auprc(maps: List[np.ndarray], regions: List[np.ndarray], labels: List[np.ndarray]) -> Dict[str, float]:
-    """Pooled voxel AUPRC of each polarity over the regions of the given (map, region, label) cases."""
+def polarity_auprc(values: List[np.ndarray], truths: List[np.ndarray]) -> Dict[str, float]:
+    """Pooled voxel AUPRC of each polarity; values[k] = case k's map (read as "high") inside its region, truths[k]
+    = its lesion voxels there (each case is oriented on its own: max and median are per case)."""
+    truth = np.concatenate(truths) if truths else np.zeros(0, bool)
     out = {}
-    truth = np.concatenate([lab[reg] for lab, reg in zip(labels, regions)])
     for polarity in POLARITIES:
-        scores = np.concatenate([orient(m, reg, polarity)[reg] for m, reg in zip(maps, regions)])
+        scores = np.concatenate([orient(v, np.ones(v.shape, bool), polarity) for v in values]) if values else truth
         out[polarity] = float(average_precision(scores, truth)) if truth.any() else float("nan")
     return out
 
@@ -98,10 +99,9 @@ def choose_polarity(mp: Dict[str, Any], channel_names: Sequence[str], context, s
         changed, label = with_generated_lesions(data, brain, context.spacing, channel_names, mp["intensity_range"], rng,
                                                 mp["polarity_lesions"])
         amap, region = attention_map(changed, brain)
-        local[case] = (amap, region, label & region)
+        local[case] = (amap[region], label[region])    # the region's values only: cheap to gather across ranks
     gathered = context.gather(local)
-    maps, regions, labels = (list(v) for v in zip(*(gathered[c] for c in cases))) if cases else ([], [], [])
-    auprc = polarity_auprc(maps, regions, labels) if cases else {p: float("nan") for p in POLARITIES}
+    auprc = polarity_auprc([gathered[c][0] for c in cases], [gathered[c][1] for c in cases])
     chosen = pick(auprc)
     logger.info("map polarity '%s' chosen on generated lesions in %d healthy validation cases (AUPRC %s)", chosen,
                 len(cases), ", ".join(f"{k} {v:.3f}" for k, v in auprc.items()))
