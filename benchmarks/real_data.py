@@ -317,12 +317,12 @@ def table(args, results: Dict, plans) -> str:
              "threshold, where the method's own rule differs (IterMask3D's final mask, label-free thresholds).",
              "", "| method (configuration) | test set | n | Dice | Dice α-map | AUPRC | AUROC | voxel FPR (α) | "
              "detection AUROC | s/volume | passes/volume | training |", "|---" * 12 + "|"]
+    mode = f", -mode {args.mode}" if args.mode else ""
     for run, r in results.items():
         for name, m in r["metrics"].items():
             t = r["timing"].get(name, {})
             wall = t["wall_s"] / t["predicted_now"] if t.get("predicted_now") else None   # None: all reused
             fpr = f"{fmt(m.get('fpr'), 4)} ({fmt(m.get('alpha'), 2)})" if "fpr" in m else "—"
-            mode = f", -mode {args.mode}" if args.mode else ""
             lines.append(f"| {r['method']} ({r['configuration']}{mode}) | {labels[name]} | {m.get('n', '—')} | "
                          f"{fmt(m.get('dice'))} | {fmt(m.get('dice_alpha'))} | {fmt(m.get('auprc'))} | "
                          f"{fmt(m.get('auroc'))} | {fpr} | {fmt(m.get('det_auroc'))} | "

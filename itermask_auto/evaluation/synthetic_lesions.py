@@ -152,6 +152,13 @@ def blob_lesions(brain: np.ndarray, spacing_zyx: Sequence[float], rng: np.random
     return label, records
 
 
+def component_contrasts(label: np.ndarray, rng: np.random.Generator,
+                        contrast_range: Sequence[float]) -> np.ndarray:
+    """One contrast magnitude per 26-connected component of `label` (ndimage.label order, as
+    `apply_lesion_intensity` numbers them), drawn from U(contrast_range)."""
+    return rng.uniform(*contrast_range, size=ndimage.label(label, structure=_CONN)[1])
+
+
 def channel_sign(channel_name: str) -> int:
     """-1 (hypointense) for T1-like channels, +1 (hyperintense) otherwise (T2, FLAIR, PD, ...)."""
     name = channel_name.upper().replace("-", "").replace("_", "")
@@ -207,8 +214,8 @@ def insert_lesions(channels: Sequence[np.ndarray], channel_names: Sequence[str],
     if not label.any():   # no real masks, or none fitted into this brain
         label, records = blob_lesions(brain, spacing, rng, n, radius_mm=blob_radius_mm, region=region)
         shape_source = "blobs"
-    n_comp = ndimage.label(label, structure=_CONN)[1]
-    magnitudes = rng.uniform(*contrast_range, size=n_comp)
+    magnitudes = component_contrasts(label, rng, contrast_range)
+    n_comp = len(magnitudes)
     out, params_channels = [], []
     for x, name in zip(channels, channel_names):
         c = channel_sign(name) * magnitudes

@@ -18,11 +18,11 @@ import logging
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
-from scipy import ndimage
 
 from itermask_auto.calibration.context import VARIANT_SEPARATOR
 from itermask_auto.evaluation.metrics import average_precision
-from itermask_auto.evaluation.synthetic_lesions import apply_lesion_intensity, blob_lesions, channel_sign
+from itermask_auto.evaluation.synthetic_lesions import (apply_lesion_intensity, blob_lesions, channel_sign,
+                                                        component_contrasts)
 from itermask_auto.methods.constrained.label_free import evenly_spread
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def with_generated_lesions(data: np.ndarray, brain: np.ndarray, spacing: Sequenc
     if not label.any():
         return data, label
     lo, hi = float(intensity_range[0]), float(intensity_range[1])
-    n_components = ndimage.label(label, structure=np.ones((3, 3, 3), bool))[1]   # the rule's 26-connectivity
-    magnitudes = rng.uniform(*lesions["contrast"], size=n_components)
+    magnitudes = component_contrasts(label, rng, lesions["contrast"])
     out = data.astype(np.float32).copy()
     for c, name in enumerate(channel_names):
         unit = np.clip((out[c] - lo) / (hi - lo), 0.0, 1.0)

@@ -18,7 +18,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from itermask_auto.evaluation.synthetic_lesions import apply_lesion_intensity, blob_lesions, channel_sign
+from itermask_auto.evaluation.synthetic_lesions import (apply_lesion_intensity, blob_lesions, channel_sign,
+                                                        component_contrasts)
 from itermask_auto.methods.sadm.noise import mask_bank, mask_field
 
 KINDS = ("noise_blend", "lesion_blobs")
@@ -95,8 +96,8 @@ def lesion_blobs(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float],
     label, _ = blob_lesions(brain[None], spacing_3d, rng, n, radius_mm=tuple(plan["lesion_radius_mm"]))
     if not label.any():
         return image, label[0]
-    n_comp = ndimage.label(label, structure=np.ones((3, 3, 3), bool))[1]
-    magnitudes = rng.uniform(*plan["lesion_contrast"], size=n_comp)
+    magnitudes = component_contrasts(label, rng, plan["lesion_contrast"])
+    n_comp = len(magnitudes)
     out = image.copy()
     for c, name in enumerate(channel_names):
         if plan["lesion_sign"] == "channel":
