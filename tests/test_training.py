@@ -239,3 +239,17 @@ def test_worker_loader_yields_batches(roots):
     a, b = next(loader), next(loader)
     assert a["image"].shape == (2, 1, 32, 32, 32) and not torch.equal(a["image"], b["image"])
     del loader
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, None), (True, False, torch.bfloat16),
+                                                        (False, True, torch.bfloat16)])
+def test_auto_precision_takes_bf16_only_with_native_cpu_bf16(monkeypatch, avx512_bf16, amx, expected):
+    """oneDNN reports bf16 'supported' on plain AVX-512 (emulated, 2.3x slower than fp32 there): auto needs the
+    CPU's own bf16 instructions."""
+    from itermask_auto.training.schedule import autocast_dtype
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert autocast_dtype(torch.device("cpu"), "auto") == expected
+    assert autocast_dtype(torch.device("cpu"), "fp32") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16

@@ -52,20 +52,11 @@ def window_starts(image_size: Sequence[int], patch_size: Sequence[int], step: fl
 
 
 def autocast_context(device: torch.device, amp: str):
-    """amp: 'fp32' | 'bf16' | 'fp16' | 'auto' (bf16 on CPUs with native bf16, bf16/fp16 on CUDA, else fp32).
-
-    'auto' avoids bf16 on CPUs without AVX512-BF16/AMX: there it is emulated and slower than fp32."""
-    if amp == "auto":
-        if device.type == "cuda":
-            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        elif device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
-            amp = "bf16"
-        else:
-            amp = "fp32"
-    if amp == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    """amp: 'fp32' | 'bf16' | 'fp16' | 'auto', with training's rule (training.schedule.autocast_dtype): 'auto' is
+    bf16 on CPUs with native bf16 (AVX512-BF16/AMX; emulated bf16 is slower than fp32), bf16/fp16 on CUDA."""
+    from itermask_auto.training.schedule import autocast_dtype
+    dtype = autocast_dtype(device, amp)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _pad_to(array: torch.Tensor, patch_size: Sequence[int], values: Sequence[float]) -> Tuple[torch.Tensor, list]:
