@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from itermask_auto.training.schedule import autocast_dtype
 from itermask_auto.utilities.masking import masked_network_input
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ def window_starts(image_size: Sequence[int], patch_size: Sequence[int], step: fl
 def autocast_context(device: torch.device, amp: str):
     """amp: 'fp32' | 'bf16' | 'fp16' | 'auto', with training's rule (training.schedule.autocast_dtype): 'auto' is
     bf16 on CPUs with native bf16 (AVX512-BF16/AMX; emulated bf16 is slower than fp32), bf16/fp16 on CUDA."""
-    from itermask_auto.training.schedule import autocast_dtype
     dtype = autocast_dtype(device, amp)
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
