@@ -8,11 +8,13 @@ validation final-mask fraction, and per case the segmented fraction of the brain
 (labels are read only for these printed scores).
 
     python benchmarks/lesion_load.py --work_dir /tmp/lesion_load [--epochs 8] [--iterations 25]
-                                     [--variants planned reference itermask2_mode]
+                                     [--variants planned reference itermask2_mode itermask2_final]
 
 Variants: `planned` = the keys the planner writes today; `reference` = the keys of plans made before issue 17
 (knee on the absolute error, γ aimed at the first-pass quantile, no rim margin); `itermask2_mode` = the planned
-keys with τ calibrated on healthy validation masks instead of the per-subject knee.
+keys with one τ calibrated on the healthy validation first-pass errors ((1 − α) quantile) instead of the
+per-subject knee; `itermask2_final` = the same with τ searched so that the healthy validation FINAL masks cover α
+(`calibration.itermask2_tau_target final_mask_fraction`).
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ REFERENCE_KEYS = {"inference.knee_scale": "absolute", "inference.fit_max_thresho
                   "calibration.gamma_target": "first_pass_quantile",
                   "calibration.brain_erosion_candidates_mm": [], "inference.brain_erosion_mm": 0.0}
 EDITED_KEYS = tuple(REFERENCE_KEYS)
-VARIANTS = {"planned": "planned", "reference": REFERENCE_KEYS, "itermask2_mode": "planned+itermask2"}
+VARIANTS = {"planned": "planned", "reference": REFERENCE_KEYS, "itermask2_mode": "planned+itermask2",
+            "itermask2_final": "planned+itermask2_final"}
 
 
 def planned_keys(fold: Path) -> dict:
@@ -145,7 +148,7 @@ def run_variant(name: str, edits: dict, fold: Path, prepared: dict) -> None:
             dice.append(d)
         print(f"  {case}: segmented {100 * seg.sum() / brain.sum():.2f} % of the brain, lesion "
               f"{100 * label.sum() / brain.sum():.2f} %, Dice {d:.2f}, tau {p.summary.get('tau')}", flush=True)
-    print(f"  mean Dice over the lesion cases: {np.mean(dice):.3f}", flush=True)
+    print(f"  Dice over the lesion cases: mean {np.mean(dice):.3f}, min {np.min(dice):.3f}", flush=True)
 
 
 def label_on_grid(cases: Path, case: str, plans, brain: np.ndarray) -> np.ndarray:
@@ -180,6 +183,9 @@ def main() -> int:
             edits = planned_keys(fold)
         elif edits == "planned+itermask2":
             edits = {**planned_keys(fold), "inference.mode": "itermask2"}
+        elif edits == "planned+itermask2_final":
+            edits = {**planned_keys(fold), "inference.mode": "itermask2",
+                     "calibration.itermask2_tau_target": "final_mask_fraction"}
         run_variant(name, edits, fold, prepared)
     return 0
 

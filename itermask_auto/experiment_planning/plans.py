@@ -123,6 +123,12 @@ class CalibrationPlan:
     # per-case γ target: "first_pass_quantile" (plans made before: the (1 − α) quantile of the whole-brain-masked
     # error, out of reach of the sweep) | "sweep_quantile" (the case's own sweep curve at i = 100·(1 − α))
     gamma_target: str = "first_pass_quantile"
+    # IterMask3D in inference.mode "itermask2" (one calibrated τ, shrink only): "first_pass_quantile" = the (1 − α)
+    # quantile of the healthy whole-brain-masked errors (healthy final masks then end far below α) |
+    # "final_mask_fraction" = the τ whose shrink leaves α of the healthy validation brains masked (a search over
+    # τ, `tau_search_steps` bisections after bracketing; one shrink per validation case per step)
+    itermask2_tau_target: str = "first_pass_quantile"
+    tau_search_steps: int = 6
     # brain erosion chosen on the healthy validation maps among these (mm); empty = the plan's brain_erosion_mm
     brain_erosion_candidates_mm: List[float] = field(default_factory=list)
     # brain masks of the calibration cases: "preprocessed" (as training), "automatic" (re-preprocessed without the

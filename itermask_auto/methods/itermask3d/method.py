@@ -12,8 +12,10 @@ import numpy as np
 
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.itermask3d.gamma import GAMMA_TARGETS, calibrate_gamma, gamma_target
-from itermask_auto.methods.itermask3d.procedure import itermask3d, knee_scale, sweep, sweep_schedule
+from itermask_auto.methods.itermask3d.procedure import SweepResult, itermask3d, knee_scale, sweep, sweep_schedule
+from itermask_auto.methods.itermask3d.tau import TAU_TARGETS, first_pass_quantile, pooled_fraction, search_tau
 from itermask_auto.methods.masked_reconstruction.method import MaskedReconstruction
+from itermask_auto.methods.masked_reconstruction.procedures import shrink, squared_error
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,54 @@ class IterMask3D(MaskedReconstruction):
         # calibration must not depend on the τ or γ it is computing
         return dataclasses.replace(predictor.plans.inference, mode="itermask3d")
 
+    def _tau_on_final_masks(self, predictor) -> bool:
+        target = predictor.plans.calibration.itermask2_tau_target
+        if target not in TAU_TARGETS:
+            raise ValueError(f"unknown calibration.itermask2_tau_target '{target}' ({' | '.join(TAU_TARGETS)})")
+        return predictor.plans.inference.mode == "itermask2" and target == "final_mask_fraction"
+
     def calibrate(self, predictor, context) -> Dict[str, Any]:
+        keys = self._calibrate_gamma(predictor, context)
+        if self._tau_on_final_masks(predictor):
+            keys.update(self._calibrate_tau(predictor, context))
+        return keys
+
+    def _calibrate_tau(self, predictor, context) -> Dict[str, Any]:
+        """Mode "itermask2": the one τ whose shrink leaves α of the healthy validation brains masked (tau.py)."""
+        plan, alpha, start = self._calibration_plan(predictor), predictor.plans.calibration.alpha, time.perf_counter()
+        firsts, quantiles = {}, {}
+        for case in context.progress(context.my_cases, "tau search: first pass"):
+            data, hf, brain, _ = context.load(case)
+            swept = context.state.get(case)
+            first_recon = swept[0].first_recon if swept else self.reconstructor(predictor, data, hf, plan)(brain)
+            firsts[case] = first_recon
+            quantiles[case] = first_pass_quantile([squared_error(data, first_recon, brain)[brain]], alpha)
+        quantiles = context.gather(quantiles)
+        step = [0]
+
+        def fraction_at(tau: float) -> float:
+            step[0] += 1
+            local = {}
+            for case in context.progress(context.my_cases, f"tau search {step[0]}"):
+                data, hf, brain, _ = context.load(case)
+                sh = shrink(self.reconstructor(predictor, data, hf, plan), data, brain, tau,
+                            plan.convergence_tolerance, plan.max_shrink_passes, first_recon=firsts[case])
+                local[case] = (int(sh.mask.sum()), int(brain.sum()))
+            fraction = pooled_fraction(context.gather(local))
+            logger.info("tau search: tau %.4g leaves %.3f%% of the healthy brains masked (alpha %.3g%%)",
+                        tau, 100 * fraction, 100 * alpha)
+            return fraction
+
+        start_tau = float(np.median(list(quantiles.values())))
+        tau, table = search_tau(fraction_at, start_tau, alpha, predictor.plans.calibration.tau_search_steps)
+        context.state["itermask2_first_recon"] = firsts
+        return {"inference_mode": "itermask2", "itermask2_tau": tau,
+                "itermask2_tau_rule": f"tau whose shrink leaves alpha = {alpha:g} of the healthy validation brains "
+                                      "masked (pooled voxels; geometric bisection, start = median per-case first-pass "
+                                      f"{1 - alpha:g} quantile)",
+                "itermask2_tau_search": table, "itermask2_tau_search_seconds": round(time.perf_counter() - start, 2)}
+
+    def _calibrate_gamma(self, predictor, context) -> Dict[str, Any]:
         plan = self._calibration_plan(predictor)
         if plan.gamma_rule != "calibrated":
             return {"inference_mode": plan.mode}
@@ -92,7 +141,11 @@ class IterMask3D(MaskedReconstruction):
     def calibration_infer(self, predictor, case, data, hf, brain, context) -> InferenceResult:
         plan = self.effective_plan(predictor, self._calibration_plan(predictor))
         swept = context.state.pop(case, None)
-        result = self._run(predictor, data, hf, brain, plan, sweep_result=swept[0] if swept else None)
         if swept:
             context.extra_seconds[case] = swept[1]
-        return result
+        firsts = context.state.get("itermask2_first_recon", {})
+        if case in firsts:   # the healthy cases are scored as prediction will run: the calibrated τ, shrink only
+            first = SweepResult(np.zeros(0), np.zeros(0), 1, firsts.pop(case), None)
+            return self._run(predictor, data, hf, brain, dataclasses.replace(plan, mode="itermask2"),
+                             sweep_result=first)
+        return self._run(predictor, data, hf, brain, plan, sweep_result=swept[0] if swept else None)

@@ -85,7 +85,8 @@ def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, p
                tau: Optional[float] = None, i_values: Optional[np.ndarray] = None,
                keep_masks: bool = False, sweep_result: Optional[SweepResult] = None) -> InferenceResult:
     """Sweep → τ → shrink; with `tau` given (itermask2 mode / calibrated) the sweep is skipped; with
-    `sweep_result` (calibration re-uses its sweeps for a new γ) its passes are not run (nor counted) again."""
+    `sweep_result` (calibration re-uses its sweeps for a new γ, or its first pass for a calibrated τ) those passes
+    are not run again (but counted: the passes a prediction would run)."""
     brain = brain.astype(bool)
     fit: Optional[ThresholdFit] = None
     first_recon = None
@@ -97,6 +98,8 @@ def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, p
         fit = choose_threshold(s.i, s.t / scale, plan.gamma, plan.fit_max_threshold, plan.fit_min_r2)
         fit.tau, fit.scale = fit.tau * scale, scale
         tau, first_recon, sweep_passes = fit.tau, s.first_recon, s.passes
+    elif sweep_result is not None:   # a calibrated τ: the given first pass (whole brain masked) starts the shrink
+        first_recon, sweep_passes = sweep_result.first_recon, 1
     sh = shrink(reconstruct, image, brain, float(tau), plan.convergence_tolerance, plan.max_shrink_passes,
                 first_recon=first_recon, keep_masks=keep_masks)
     return finish(InferenceResult(

@@ -1,0 +1,82 @@
+"""IterMask3D's plan mode "itermask2" with τ calibrated on the healthy final masks (issue 17): the τ search, and a
+calibrated fold whose scored healthy masks are the ones the search chose."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from itermask_auto.methods.itermask3d.tau import pooled_fraction, search_tau
+
+trainer_fixtures = pytest.importorskip("trainer_fixtures")
+
+
+def _decaying(scale: float):
+    """A masked fraction that falls as τ grows, as the shrink's does."""
+    return lambda tau: math.exp(-tau / scale)
+
+
+@pytest.mark.parametrize("start", [0.01, 4.6, 500.0])
+def test_search_reaches_alpha_from_below_whatever_the_start(start):
+    alpha, steps = 0.01, 6
+    tau, table = search_tau(_decaying(1.0), start, alpha, bisection_steps=steps)
+    exact = -math.log(alpha)                      # the τ at which the fraction is exactly α
+    assert math.exp(-tau) <= alpha                # never above α
+    assert tau <= exact * 1.1                     # and close: the last bracket is narrow
+    assert {"tau": tau, "fraction": math.exp(-tau)} in table
+    assert len(table) <= 2 + 2 * 12 + steps        # bracketing is bounded, then `steps` bisections
+
+
+def test_search_returns_the_largest_tau_tried_when_nothing_reaches_alpha():
+    tau, table = search_tau(lambda t: 0.5, 1.0, 0.01, bisection_steps=3)
+    assert tau == max(row["tau"] for row in table) and len(table) == 13
+
+
+def test_search_refuses_a_useless_start():
+    with pytest.raises(ValueError):
+        search_tau(_decaying(1.0), 0.0, 0.01)
+
+
+def test_pooled_fraction_weighs_cases_by_their_voxels():
+    assert pooled_fraction({"a": (1, 100), "b": (9, 100)}) == pytest.approx(0.05)
+    assert pooled_fraction({"a": (0, 10), "b": (10, 1000)}) == pytest.approx(10 / 1010)
+    assert pooled_fraction({}) == 0.0
+
+
+@pytest.fixture(scope="module")
+def fold(tmp_path_factory):
+    root, dataset, fold_dir = trainer_fixtures.train_tiny_model(tmp_path_factory, "tau_fold")
+    mp = pytest.MonkeyPatch()
+    trainer_fixtures.set_roots(mp, root)
+    yield fold_dir
+    mp.undo()
+
+
+def _calibrate(fold_dir, target: str) -> dict:
+    from itermask_auto.calibration.calibrate import calibrate_model_folder
+    from itermask_auto.experiment_planning.plans import Plans
+    plans = Plans.load(fold_dir / "plans.json")
+    plans.inference.mode, plans.calibration.itermask2_tau_target = "itermask2", target
+    plans.calibration.alpha, plans.calibration.brain_erosion_candidates_mm = 0.05, []
+    plans.save(fold_dir / "plans.json")
+    return calibrate_model_folder(fold_dir)
+
+
+def test_calibrated_tau_leaves_alpha_of_the_healthy_brains_masked(fold):
+    old = _calibrate(fold, "first_pass_quantile")
+    new = _calibrate(fold, "final_mask_fraction")
+    alpha = new["alpha"]
+    assert new["inference_mode"] == "itermask2" and "itermask2_tau_search" in new
+    records = new["per_case"].values()
+    scored = pooled_fraction({i: (r["scores"]["mask_fraction"] * r["scored_voxels"], r["scored_voxels"])
+                              for i, r in enumerate(records)})
+    chosen = [row for row in new["itermask2_tau_search"] if row["tau"] == new["itermask2_tau"]]
+    # the healthy cases are scored with the τ chosen, as prediction will run them: the search's own masks
+    assert chosen and scored == pytest.approx(chosen[0]["fraction"], abs=1e-6)
+    assert all(r["tau"] == pytest.approx(new["itermask2_tau"]) for r in records)
+    assert scored <= alpha + 1e-9
+    # the first-pass quantile masks at most what the whole-brain pass put above it: the new τ is no larger
+    assert new["itermask2_tau"] <= old["itermask2_tau"]
+    old_scored = np.mean([r["scores"]["mask_fraction"] for r in old["per_case"].values()])
+    assert scored >= old_scored - 1e-9
