@@ -95,6 +95,7 @@ def test_brats_slices_benchmark_smoke(tmp_path, monkeypatch):
     assert set(results) == {"mmccd"} and results["mmccd"]["dataset"] == module.PAIR
     metrics = results["mmccd"]["metrics"]
     assert metrics["n"] == 2 and metrics["n_slabs"] >= 1 and 0 <= metrics["auprc"] <= 1
+    assert 0 <= metrics["dice_alpha"] <= 1 and 0 <= metrics["slab_fpr_alpha"] <= 1   # the map at the healthy α cut
     table = (work / "benchmarks_smoke.md").read_text()
     assert module.BEGIN in table and "| mmccd | FLAIR + T1c | 0 | 2 |" in table and "SMOKE" in table
     assert (REPO / "docs" / "benchmarks.md").read_text() == docs_before

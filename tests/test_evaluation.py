@@ -195,6 +195,25 @@ def test_dice_at_the_calibrated_healthy_thresholds_beside_case_seg(tmp_path):
     assert s["segmentation"]["pooled_dice"] < 1.0   # CASE_seg (threshold 1.2) is reported on its own
 
 
+def test_each_healthy_threshold_reports_what_it_marks_in_the_healthy_scans(tmp_path):
+    """Healthy maps are U(0.01, 1.3) in the brain: the cut at 2.0 marks none of it, the cut at 0.5 about
+    (1.3 - 0.5) / 1.29 of it."""
+    d = make_fake_prediction(tmp_path, n_lesion=1, n_healthy_test=0, n_healthy=2)
+    fold = tmp_path / "model"
+    fold.mkdir()
+    (fold / "calibration.json").write_text(json.dumps({"alpha": 0.01, "voxel_threshold": 2.0,
+                                                       "voxel_thresholds": {"0.05": 0.5}}))
+    for case_json in list(d["pred"].glob("*.json")) + list(d["healthy_pred"].glob("*.json")):
+        case_json.write_text(json.dumps({**json.loads(case_json.read_text()), "model_folder": str(fold)}))
+    s = evaluate_folder(d["pred"], d["labelsTs"], healthy_dir=d["healthy_pred"], brain_dir=d["masksTs"],
+                        report=False)
+    at = s["dice_at_healthy_thresholds"]
+    assert at["alpha_0.01"]["healthy_voxel_fpr"] == 0.0
+    assert at["healthy_fpr_0.05"]["healthy_voxel_fpr"] == pytest.approx(0.8 / 1.29, abs=0.02)
+    # the segmentation's own healthy FPR (CASE_seg = map > 1.2) stays where it was
+    assert s["healthy_voxel_fpr"]["voxel_fpr"] == pytest.approx(0.1 / 1.29, abs=0.02)
+
+
 def test_label_on_other_grid_is_resampled(tmp_path, caplog):
     d = make_fake_prediction(tmp_path, n_lesion=1, n_healthy_test=0)
     path = d["labelsTs"] / "les_0.nii.gz"

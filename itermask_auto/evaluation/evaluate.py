@@ -277,8 +277,20 @@ def _healthy_records(healthy_dir: Path, brain_dir: Optional[Path],
         a = arrays(c)
         rows.append({"case": case, "source": "healthy", "volume_score": c["info"].get("volume_score"),
                      "detection": decision(c["info"]), "seg_in_brain": int((a["seg"] & a["brain"]).sum()),
-                     "brain_voxels": int(a["brain"].sum()), "brain_source": c["brain_source"], "info": c["info"]})
+                     "brain_voxels": int(a["brain"].sum()), "brain_source": c["brain_source"], "info": c["info"],
+                     "map_in_brain": a["anomaly"][a["brain"]].astype(np.float32)})
     return rows
+
+
+def with_healthy_fpr(at_thresholds: Dict[str, Dict[str, Any]], healthy: List[Dict[str, Any]]) -> None:
+    """Adds to each named threshold the fraction of the healthy cases' brain voxels whose map exceeds it (what the
+    map cut there marks in healthy scans), then frees the healthy maps."""
+    brain = sum(r["brain_voxels"] for r in healthy)
+    for entry in at_thresholds.values():
+        above = sum(int((r["map_in_brain"] > entry["threshold"]).sum()) for r in healthy)
+        entry["healthy_voxel_fpr"] = above / brain if brain else M.NAN
+    for r in healthy:
+        r.pop("map_in_brain", None)
 
 
 def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str | Path | None = None,
@@ -317,6 +329,7 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
     calibration = model_calibration(infos)   # read once: alpha and the healthy thresholds
     alpha_value, alpha_source = resolve_alpha(infos, calibration, alpha)
     at_healthy_thresholds = pooled.dice_at(healthy_thresholds(calibration[1]))
+    with_healthy_fpr(at_healthy_thresholds, healthy)
     ranking, best_global = pooled.compute()
     tot = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn")}
     lesion_rows = [r for r in rows if r["has_lesion"]]
