@@ -15,7 +15,8 @@ patients, test on held-out patients) for every 2-D method; the second table of d
 3. A method runs on FLAIR if it accepts a single sequence, else on FLAIR + T1c (mmccd); a method that is not
    registered, or accepts neither, is skipped with one line.
 4. Per fold: train (or reuse), calibrate on the fold's healthy validation slabs, predict the fold's test patients
-   and, as healthy data, their tumour-free slabs (patients the model never saw).
+   and, as healthy data, their tumour-free slabs (patients the model never saw). A reused fold keeps the training
+   time and s/volume measured when it was trained and predicted (WORK_DIR/brats_slices_results.json).
 5. Evaluate all test patients of the folds run together (each predicted by the model of the fold that held it out,
    at that fold's healthy-calibrated threshold; never the labels): Dice, AUPRC, AUROC of the pooled in-brain voxels,
    voxel FPR on the test patients' tumour-free slabs against α, s/volume; table between the brats_slices markers.
@@ -183,6 +184,19 @@ def evaluate(args, raw_folder: Path, out: Path) -> Dict[str, float]:
             "dice_alpha": at_alpha.get("pooled_dice"), "slab_fpr_alpha": at_alpha.get("healthy_voxel_fpr")}
 
 
+def carry_measurements(previous: Dict, method: str, fold: int, train_s: float,
+                       timing: Dict) -> tuple[float, Dict]:
+    """A fold reused from an earlier run (brats_slices_results.json) keeps the training time and the test-volume
+    timing measured when it was trained and predicted."""
+    earlier, key = previous.get(method) or {}, str(fold)
+    if not train_s and (earlier.get("train_s") or {}).get(key):
+        train_s = float(earlier["train_s"][key])
+    old_test = ((earlier.get("timing") or {}).get(key) or {}).get("test") or {}
+    if not timing["test"]["predicted_now"] and old_test.get("predicted_now"):
+        timing = {**timing, "test": old_test}
+    return train_s, timing
+
+
 def table(args, results: Dict, plans: Dict[int, object]) -> str:
     names = {FLAIR: "FLAIR", PAIR: "FLAIR + T1c"}
     recipe = "as planned (2d epochs re-planned, see step 2)"
@@ -202,7 +216,8 @@ def table(args, results: Dict, plans: Dict[int, object]) -> str:
              "threshold; both chosen without the labels. AUPRC/AUROC of the pooled in-brain voxels of the test "
              "volumes (whole tumour); slab FPR = marked fraction of the test patients' tumour-free slabs (CASE_seg; "
              "α-map), vs α; s/volume = wall time of itermask_predict per test volume (preprocessing + inference + "
-             "export); evaluations = network passes per volume (mmccd: per slice).", "",
+             "export); evaluations = network passes per volume (mmccd: per slice). A fold reused from an earlier run "
+             "in the same work folder keeps the training time and s/volume measured then.", "",
              "| method | sequences | folds | test volumes | Dice | Dice α-map | AUPRC | AUROC | slab voxel FPR: "
              "CASE_seg; α-map (α) | s/volume | passes | training / fold |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -246,6 +261,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     roots = real_data.set_roots(args.work_dir)
     raw = prepare(args, roots["raw"])
     plans = {i: preprocess(args, i, raw[i]) for i in (FLAIR, PAIR)}
+    results_file = args.work_dir / "brats_slices_results.json"
+    previous = read_json(results_file) if results_file.is_file() else {}
     results = {}
     for method in args.methods:
         dataset_id = choose_dataset(method, plans)
@@ -257,10 +274,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         for fold in args.folds:
             fold_dir, train_s[fold] = train(args, dataset_id, method, fold)
             timing[fold] = predict(args, fold_dir, raw[dataset_id], folds[fold], out, fresh=train_s[fold] > 0)
+            train_s[fold], timing[fold] = carry_measurements(previous, method, fold, train_s[fold], timing[fold])
         results[method] = {"dataset": dataset_id, "train_s": train_s, "timing": timing,
                            "metrics": evaluate(args, raw[dataset_id], out)}
         logger.info("%s: %s", method, json.dumps(results[method]["metrics"]))
-    write_json(args.work_dir / "brats_slices_results.json", results)
+    write_json(results_file, {**previous, **results})
     docs = args.docs or (args.work_dir / "benchmarks_smoke.md" if args.smoke else REPO / "docs" / "benchmarks.md")
     section = table(args, results, plans)
     real_data.write_section(docs, section, BEGIN, END)

@@ -101,3 +101,17 @@ def test_brats_slices_benchmark_smoke(tmp_path, monkeypatch):
     assert (REPO / "docs" / "benchmarks.md").read_text() == docs_before
     splits = json.loads(next((work / "preprocessed").glob("Dataset042_*/splits.json")).read_text())
     assert splits == json.loads(next((work / "raw").glob("Dataset042_*/splits.json")).read_text())
+
+
+def test_a_reused_fold_keeps_the_timing_measured_when_it_ran():
+    spec = importlib.util.spec_from_file_location("brats_slices_benchmark", REPO / "benchmarks" / "brats_slices.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    earlier_test = {"wall_s": 700.0, "predicted_now": 2, "failures": [], "passes": 220.0}
+    previous = {"mmccd": {"train_s": {"0": 4560.0}, "timing": {"0": {"test": earlier_test}}}}
+    reused = {"test": {"wall_s": 1.0, "predicted_now": 0, "failures": [], "passes": 220.0}, "slabs": {}}
+    train_s, timing = module.carry_measurements(previous, "mmccd", 0, 0.0, reused)
+    assert train_s == 4560.0 and timing["test"] == earlier_test and timing["slabs"] == {}
+    fresh = {"test": {"wall_s": 600.0, "predicted_now": 2, "failures": [], "passes": 220.0}}
+    assert module.carry_measurements(previous, "mmccd", 0, 10.0, fresh) == (10.0, fresh)   # new figures win
+    assert module.carry_measurements({}, "ae", 1, 0.0, reused) == (0.0, reused)
