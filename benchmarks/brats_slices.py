@@ -20,6 +20,8 @@ patients, test on held-out patients) for every 2-D method; the second table of d
 5. Evaluate all test patients of the folds run together (each predicted by the model of the fold that held it out,
    at that fold's healthy-calibrated threshold; never the labels): Dice, AUPRC, AUROC of the pooled in-brain voxels,
    voxel FPR on the test patients' tumour-free slabs against α, s/volume; table between the brats_slices markers.
+   The map's Dice and slab FPR at the healthy α cut (the table's α-map columns) need one model, so they are
+   filled for single-fold runs only ("—" when several folds are evaluated together).
 --smoke: phantom patients instead of BraTS, tiny networks and schedules; table into WORK_DIR/benchmarks_smoke.md.
 """
 from __future__ import annotations

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,14 @@ def test_each_healthy_threshold_reports_what_it_marks_in_the_healthy_scans(tmp_p
     assert at["healthy_fpr_0.05"]["healthy_voxel_fpr"] == pytest.approx(0.8 / 1.29, abs=0.02)
     # the segmentation's own healthy FPR (CASE_seg = map > 1.2) stays where it was
     assert s["healthy_voxel_fpr"]["voxel_fpr"] == pytest.approx(0.1 / 1.29, abs=0.02)
+    # predictions of two models (e.g. two folds): no single model's thresholds cut them all
+    other = tmp_path / "model_fold1"
+    shutil.copytree(fold, other)
+    hv = d["healthy_pred"] / "hv_0.json"
+    hv.write_text(json.dumps({**json.loads(hv.read_text()), "model_folder": str(other)}))
+    s = evaluate_folder(d["pred"], d["labelsTs"], healthy_dir=d["healthy_pred"], brain_dir=d["masksTs"],
+                        report=False)
+    assert s["dice_at_healthy_thresholds"] == {}
 
 
 def test_label_on_other_grid_is_resampled(tmp_path, caplog):

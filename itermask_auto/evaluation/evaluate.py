@@ -148,6 +148,17 @@ def resolve_alpha(infos: List[Dict[str, Any]], calibration: tuple[str, Dict[str,
     return (float(alpha), "--alpha") if alpha is not None else (DEFAULT_ALPHA, "default")
 
 
+def one_model(infos: List[Dict[str, Any]]) -> bool:
+    """Whether every prediction names the same model folder: one model's healthy thresholds cut every map only
+    then (folds are different models with their own error scales)."""
+    folders = {str(i["model_folder"]) for i in infos if i.get("model_folder")}
+    if len(folders) > 1:
+        logger.warning("predictions from %d model folders: dice_at_healthy_thresholds left empty (each model's "
+                       "thresholds fit its own maps only; evaluate each model's predictions on their own)",
+                       len(folders))
+    return len(folders) <= 1
+
+
 def healthy_thresholds(calibration: Dict[str, Any]) -> Dict[str, float]:
     """The voxel thresholds the model's calibration set on healthy validation scans: "alpha_A" (the
     segmentation's) and "healthy_fpr_F" for each level of voxel_thresholds."""
@@ -328,7 +339,7 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
     infos = [r["info"] for r in rows + healthy]
     calibration = model_calibration(infos)   # read once: alpha and the healthy thresholds
     alpha_value, alpha_source = resolve_alpha(infos, calibration, alpha)
-    at_healthy_thresholds = pooled.dice_at(healthy_thresholds(calibration[1]))
+    at_healthy_thresholds = pooled.dice_at(healthy_thresholds(calibration[1]) if one_model(infos) else {})
     with_healthy_fpr(at_healthy_thresholds, healthy)
     ranking, best_global = pooled.compute()
     tot = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn")}

@@ -99,7 +99,12 @@ class IterMask3D(MaskedReconstruction):
                         tau, 100 * fraction, 100 * alpha)
             return fraction
 
-        start_tau = float(np.median(list(quantiles.values())))
+        usable = [q for q in quantiles.values() if np.isfinite(q) and q > 0]
+        if not usable:   # empty brains or a model that reconstructs perfectly: nothing to search from
+            logger.warning("tau search: no healthy validation case has a positive first-pass error; no itermask2 "
+                           "tau calibrated (prediction falls back to the per-subject sweep)")
+            return {}
+        start_tau = float(np.median(usable))
         tau, table = search_tau(fraction_at, start_tau, alpha, predictor.plans.calibration.tau_search_steps)
         context.state["itermask2_first_recon"] = firsts
         return {"inference_mode": "itermask2", "itermask2_tau": tau,

@@ -40,23 +40,24 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
         table.append({"tau": tau, "fraction": f})
         return f
 
-    hi, f_hi = start, evaluate(start)
+    hi, f_hi, doubled = start, evaluate(start), False
     for _ in range(MAX_BRACKET_STEPS):         # hi must mask at most α
         if f_hi <= alpha:
             break
-        hi, f_hi = hi * 2.0, evaluate(hi * 2.0)
+        hi, f_hi, doubled = hi * 2.0, evaluate(hi * 2.0), True
     if f_hi > alpha:
         logger.warning("tau search: tau %.4g still masks %.3g%% of the healthy brains (alpha %.3g%%)",
                        hi, 100 * f_hi, 100 * alpha)
         return hi, table
-    lo = hi / 2.0
-    for _ in range(MAX_BRACKET_STEPS):         # lo must mask more than α
+    lo = hi / 2.0                              # after doubling: the τ tried last, known to mask more than α
+    for _ in range(0 if doubled else MAX_BRACKET_STEPS):   # lo must mask more than α
         f_lo = evaluate(lo)
         if f_lo > alpha:
             break
         hi, f_hi, lo = lo, f_lo, lo / 2.0
     else:
-        return hi, table                       # every τ tried masks at most α: the smallest one is the closest
+        if not doubled:
+            return hi, table                   # every τ tried masks at most α: the smallest one is the closest
     for _ in range(bisection_steps):
         mid = math.sqrt(lo * hi)
         f_mid = evaluate(mid)
