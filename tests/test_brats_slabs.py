@@ -115,3 +115,23 @@ def test_a_reused_fold_keeps_the_timing_measured_when_it_ran():
     fresh = {"test": {"wall_s": 600.0, "predicted_now": 2, "failures": [], "passes": 220.0}}
     assert module.carry_measurements(previous, "mmccd", 0, 10.0, fresh) == (10.0, fresh)   # new figures win
     assert module.carry_measurements({}, "ae", 1, 0.0, reused) == (0.0, reused)
+
+
+def test_mmccd_schedule_finds_the_raw_dataset_of_a_brats_work_folder(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("mmccd_schedule_benchmark", REPO / "benchmarks" / "mmccd_schedule.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fold = tmp_path / "work" / "results" / "Dataset042_X" / "mmccd__itermaskPlans_cpu__2d" / "fold_0"
+    fold.mkdir(parents=True)
+    monkeypatch.delenv("ITERMASK_raw", raising=False)
+    with pytest.raises(SystemExit, match="no folds.json"):   # one line naming the folder, not a KeyError
+        module.default_raw(fold, "Dataset042_X")
+    raw = tmp_path / "work" / "raw" / "Dataset042_X"
+    raw.mkdir(parents=True)
+    (raw / "folds.json").write_text("[]")
+    assert module.default_raw(fold, "Dataset042_X") == raw.resolve()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "Dataset042_X").mkdir(parents=True)
+    (elsewhere / "Dataset042_X" / "folds.json").write_text("[]")
+    monkeypatch.setenv("ITERMASK_raw", str(elsewhere))
+    assert module.default_raw(fold, "Dataset042_X") == elsewhere / "Dataset042_X"
