@@ -53,13 +53,14 @@ def schedules(names: List[str], planned: Dict) -> Dict[str, tuple]:
 
 
 def default_raw(model: Path, dataset_name: str) -> Path:
-    """The fold's raw dataset: under $ITERMASK_raw, else beside the results root as brats_slices.py lays out its work
+    """The fold's raw dataset: under $ITERMASK_raw, or else beside the results root as brats_slices.py lays out its work
     folder (WORK/results/DATASET/TRAINER/fold_N -> WORK/raw/DATASET)."""
     root = os.environ.get("ITERMASK_raw")
-    raw = Path(root) / dataset_name if root else model.resolve().parents[3] / "raw" / dataset_name
-    if not (raw / "folds.json").is_file():
-        raise SystemExit(f"{raw}: no folds.json of the slab dataset here; give it with --raw")
-    return raw
+    candidates = ([Path(root) / dataset_name] if root else []) + [model.resolve().parents[3] / "raw" / dataset_name]
+    found = next((raw for raw in candidates if (raw / "folds.json").is_file()), None)
+    if found is None:
+        raise SystemExit(f"no folds.json of the slab dataset in {' or '.join(map(str, candidates))}; give it with --raw")
+    return found
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,7 +9,9 @@ what calibration.json states for a new healthy scan:
   share of scans above the conformal `voxel_fpr_bound` against 1 − `bound_confidence`;
 - the method's own segmentation (CASE_seg, e.g. IterMask3D's final mask): its mean brain fraction against α.
 The brain region of a scan is the non-zero part of its anomaly map (prediction writes zero outside the brain it
-used). No label is read.
+used): the region calibration scored for the itermask family and `ae` at the plan's spacing (IXI at 2 mm); a map
+resampled to another grid gains a one-voxel fringe, and methods whose maps are zero inside the brain (`mmccd`,
+`constrained`) are under-counted (a note says so). Every scan is predicted again on each run. No label is read.
 
     python benchmarks/unseen_healthy.py -i IMAGES -o OUT -d DATASET -c CONFIGURATION [-f 0] [-m itermask3d]
                                         [-masks MASKS] [--mode itermask2] [--json OUT/unseen_healthy.json]
@@ -27,15 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# methods whose exported map is exactly zero on parts of the region calibration scores (own erosion, min-max scaling)
+MAPS_WITH_ZEROS_INSIDE = ("mmccd", "constrained", "constrained_entropy")
 
-def scan_figures(pred_dir: Path) -> List[Dict]:
-    """One row per predicted scan: flagged, voxel FPR at its voxel threshold, segmented brain fraction."""
+
+def scan_figures(pred_dir: Path, cases: List[str]) -> List[Dict]:
+    """One row per scan of `cases` (this run's): flagged, voxel FPR at its voxel threshold, segmented brain share."""
     import nibabel as nib
     rows = []
-    for summary in sorted(pred_dir.glob("*.json")):
-        record = json.loads(summary.read_text())
-        if "volume_score" not in record:   # predictions.json / summary files
-            continue
+    for case in sorted(cases):
+        record = json.loads((pred_dir / f"{case}.json").read_text())
         anomaly = np.asanyarray(nib.load(pred_dir / record["files"]["anomaly"]).dataobj).astype(np.float32)
         seg = np.asanyarray(nib.load(pred_dir / record["files"]["seg"]).dataobj) > 0
         brain = anomaly != 0
@@ -65,7 +68,7 @@ def compare(rows: List[Dict], calibration: Dict) -> Dict:
 def main(argv=None) -> Dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-i", required=True, type=Path, help="folder of healthy scans (CASE_0000.nii.gz ...)")
-    p.add_argument("-o", required=True, type=Path, help="prediction folder (kept; scans already there are reused)")
+    p.add_argument("-o", required=True, type=Path, help="prediction folder (its scans are predicted again)")
     p.add_argument("-d", required=True, help="dataset id or name of the trained fold")
     p.add_argument("-c", required=True, help="configuration (3d / 2d)")
     p.add_argument("-f", default="0", help="fold")
@@ -77,14 +80,28 @@ def main(argv=None) -> Dict:
     args = p.parse_args(argv)
     from itermask_auto.inference.predict_folder import predict_folder
     start = time.perf_counter()
-    result = predict_folder(args.i, args.o, args.d, args.c, args.f, args.m, args.device, continue_prediction=True,
-                            masks_dir=args.masks, mode=args.mode, progress=True)
+    # every scan predicted again (no --continue): a folder written with other masks, another fold or another mode
+    # would otherwise be reused, and only this run's cases are counted
+    result = predict_folder(args.i, args.o, args.d, args.c, args.f, args.m, args.device, masks_dir=args.masks,
+                            mode=args.mode, progress=True)
     wall = time.perf_counter() - start
     calibration = json.loads((Path(result["model_folder"]) / "calibration.json").read_text())
-    rows = scan_figures(args.o)
+    out_json = args.json or args.o / "unseen_healthy.json"
+    if not result["cases"]:
+        out_json.write_text(json.dumps({"n": 0, "failures": result["failures"]}, indent=2) + "\n")
+        raise SystemExit(f"{args.i}: no scan was predicted ({len(result['failures'])} failures, see {out_json})")
+    if args.m in MAPS_WITH_ZEROS_INSIDE:
+        print(f"note: {args.m}'s maps are zero in parts of the scored brain, so the non-zero region under-counts it "
+              f"and the voxel FPR below is too high")
+    rows = scan_figures(args.o, list(result["cases"]))
     figures = {**compare(rows, calibration), "failures": result["failures"], "wall_s": round(wall, 1),
-               "masks": str(args.masks) if args.masks else "none (automatic)", "scans": rows}
-    (args.json or args.o / "unseen_healthy.json").write_text(json.dumps(figures, indent=2) + "\n")
+               "masks": str(args.masks) if args.masks else "none (automatic)",
+               "prediction_mode": args.mode, "calibration_inference_mode": calibration.get("inference_mode"),
+               "scans": rows}
+    out_json.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.mode and calibration.get("inference_mode") not in (None, args.mode):
+        print(f"warning: predicted in mode {args.mode}, calibrated in mode {calibration['inference_mode']}: the "
+              f"thresholds and bounds describe the other mode")
     print(f"{figures['n']} unseen healthy scans, brain masks: {figures['masks']}; calibration on "
           f"{figures['calibration_brain_masks']} masks")
     print(f"detection FPR {figures['detection_fpr']:.3f} (calibrated bound {figures['detection_fpr_bound']:.3f})")

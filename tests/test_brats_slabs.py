@@ -135,3 +135,5 @@ def test_mmccd_schedule_finds_the_raw_dataset_of_a_brats_work_folder(tmp_path, m
     (elsewhere / "Dataset042_X" / "folds.json").write_text("[]")
     monkeypatch.setenv("ITERMASK_raw", str(elsewhere))
     assert module.default_raw(fold, "Dataset042_X") == elsewhere / "Dataset042_X"
+    monkeypatch.setenv("ITERMASK_raw", str(tmp_path / "a_users_raw_root"))   # set, but without this dataset
+    assert module.default_raw(fold, "Dataset042_X") == raw.resolve()
