@@ -59,7 +59,8 @@ def default_raw(model: Path, dataset_name: str) -> Path:
     candidates = ([Path(root) / dataset_name] if root else []) + [model.resolve().parents[3] / "raw" / dataset_name]
     found = next((raw for raw in candidates if (raw / "folds.json").is_file()), None)
     if found is None:
-        raise SystemExit(f"no folds.json of the slab dataset in {' or '.join(map(str, candidates))}; give it with --raw")
+        places = " or ".join(map(str, candidates))
+        raise SystemExit(f"no folds.json of the slab dataset in {places}; give it with --raw")
     return found
 
 
