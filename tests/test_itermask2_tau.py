@@ -43,6 +43,21 @@ def test_search_after_doubling_does_not_try_the_same_tau_twice():
     assert len(tried) == len(set(tried)) and math.exp(-tau) <= 0.01
 
 
+def test_search_on_a_power_law_curve_stops_within_tolerance_in_few_steps():
+    """The IXI calibration's curve (fraction ~ τ^-2.3 between τ 0.41 and 0.49, measured): a secant lands within
+    10 % of α in one or two steps where the old geometric bisection ran all six."""
+    alpha = 0.01
+    curve = lambda tau: 0.00859 * (tau / 0.4918) ** -2.333   # noqa: E731 - 0.859 % at 0.4918, 1.291 % at 0.4135
+    tau, table = search_tau(curve, 0.9836, alpha, bisection_steps=6)
+    assert 0.9 * alpha <= curve(tau) <= alpha
+    after_bracketing = len(table) - 3            # 0.9836 (0.14 %), 0.4918 (0.86 %), 0.2459 (> α)
+    assert [row["tau"] for row in table[:3]] == pytest.approx([0.9836, 0.4918, 0.2459])
+    assert 1 <= after_bracketing <= 2
+    flat_then_steep = lambda tau: 0.02 if tau < 1.0 else 0.0   # noqa: E731 - a zero fraction: midpoints, no log
+    tau, table = search_tau(flat_then_steep, 4.0, alpha, bisection_steps=5)
+    assert flat_then_steep(tau) <= alpha and len(table) == 4 + 5   # 4, 2, 1 (0 %), 0.5 (2 %), then 5 steps
+
+
 def test_pooled_fraction_weighs_cases_by_their_voxels():
     assert pooled_fraction({"a": (1, 100), "b": (9, 100)}) == pytest.approx(0.05)
     assert pooled_fraction({"a": (0, 10), "b": (10, 1000)}) == pytest.approx(10 / 1010)

@@ -126,7 +126,7 @@ class CalibrationPlan:
     # IterMask3D in inference.mode "itermask2" (one calibrated τ, shrink only): "first_pass_quantile" = the (1 − α)
     # quantile of the healthy whole-brain-masked errors (healthy final masks then end far below α) |
     # "final_mask_fraction" = the τ whose shrink leaves α of the healthy validation brains masked (a search over
-    # τ, `tau_search_steps` bisections after bracketing; one shrink per validation case per step)
+    # τ, at most `tau_search_steps` secant steps after bracketing; one shrink per validation case per step)
     itermask2_tau_target: str = "first_pass_quantile"
     tau_search_steps: int = 6
     # brain erosion chosen on the healthy validation maps among these (mm); empty = the plan's brain_erosion_mm

@@ -109,7 +109,8 @@ class IterMask3D(MaskedReconstruction):
         context.state["itermask2_first_recon"] = firsts
         return {"inference_mode": "itermask2", "itermask2_tau": tau,
                 "itermask2_tau_rule": f"tau whose shrink leaves alpha = {alpha:g} of the healthy validation brains "
-                                      "masked (pooled voxels; geometric bisection, start = median per-case first-pass "
+                                      "masked (pooled voxels; bracketing, then a safeguarded log-log secant stopping "
+                                      "within 10 % of alpha from below; start = median per-case first-pass "
                                       f"{1 - alpha:g} quantile)",
                 "itermask2_tau_search": table, "itermask2_tau_search_seconds": round(time.perf_counter() - start, 2)}
 

@@ -5,8 +5,10 @@ Two targets (`calibration.itermask2_tau_target`):
   The shrink then unmasks context, the errors fall, and healthy final masks end far below α (IXI fold 0: 0.06 %
   against α = 1 %).
 - "final_mask_fraction": the τ whose shrink leaves α of the healthy validation brains masked (pooled voxels), found
-  by a geometric bisection over τ with one shrink per case per step. The first pass (whole brain masked) does not
-  depend on τ and is run once per case.
+  by bracketing, then a safeguarded secant on log fraction against log τ, with one shrink per case per step (6–10
+  min per step for 58 IXI scans on 2 cores, hence the secant: a plain bisection needed 6 more steps). The search
+  stops once the fraction lies within `FRACTION_TOLERANCE` of α from below. The first pass (whole brain masked)
+  does not depend on τ and is run once per case.
 
 A smaller τ keeps more voxels masked in every pass, so the masked fraction falls as τ grows; the search assumes
 this and returns the largest fraction it saw at or under α (a τ at the upper end of its last bracket)."""
@@ -22,15 +24,19 @@ logger = logging.getLogger(__name__)
 
 TAU_TARGETS = ("first_pass_quantile", "final_mask_fraction")
 MAX_BRACKET_STEPS = 12     # doublings / halvings allowed to bracket α before the search gives up widening
+FRACTION_TOLERANCE = 0.1   # a fraction in [0.9 α, α] is close enough: the search stops there
+SAFEGUARD = 0.1            # a secant step lands inside the middle 80 % of the bracket (in log τ), so it always shrinks
 
 
 def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float,
                bisection_steps: int = 6) -> Tuple[float, List[Dict[str, float]]]:
     """τ whose masked fraction `fraction_at(τ)` is at most α and as close to it as the search gets.
 
-    Brackets α by doubling / halving τ from `start`, then bisects log τ `bisection_steps` times. Returns (τ, every
-    evaluation as {"tau", "fraction"} in the order run). When even the largest bracket τ masks more than α, that τ
-    is returned (and a warning logged)."""
+    Brackets α by doubling / halving τ from `start`, then narrows the bracket at most `bisection_steps` times (a
+    secant on log fraction vs log τ, kept inside the bracket; the geometric midpoint when a fraction is 0), stopping
+    early once the fraction is within FRACTION_TOLERANCE of α from below. Returns (τ, every evaluation as {"tau",
+    "fraction"} in the order run). When even the largest bracket τ masks more than α, that τ is returned (and a
+    warning logged)."""
     if not (start > 0 and math.isfinite(start)):
         raise ValueError(f"the τ search needs a positive finite start, got {start}")
     table: List[Dict[str, float]] = []
@@ -41,15 +47,17 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
         return f
 
     hi, f_hi, doubled = start, evaluate(start), False
+    f_lo = f_hi
     for _ in range(MAX_BRACKET_STEPS):         # hi must mask at most α
         if f_hi <= alpha:
             break
+        f_lo = f_hi
         hi, f_hi, doubled = hi * 2.0, evaluate(hi * 2.0), True
     if f_hi > alpha:
         logger.warning("tau search: tau %.4g still masks %.3g%% of the healthy brains (alpha %.3g%%)",
                        hi, 100 * f_hi, 100 * alpha)
         return hi, table
-    lo = hi / 2.0                              # after doubling: the τ tried last, known to mask more than α
+    lo = hi / 2.0                              # after doubling: the τ tried last, known to mask more than α (f_lo)
     for _ in range(0 if doubled else MAX_BRACKET_STEPS):   # lo must mask more than α
         f_lo = evaluate(lo)
         if f_lo > alpha:
@@ -59,13 +67,25 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
         if not doubled:
             return hi, table                   # every τ tried masks at most α: the smallest one is the closest
     for _ in range(bisection_steps):
-        mid = math.sqrt(lo * hi)
+        if f_hi >= (1.0 - FRACTION_TOLERANCE) * alpha:
+            break
+        mid = _secant(lo, f_lo, hi, f_hi, alpha)
         f_mid = evaluate(mid)
         if f_mid <= alpha:
             hi, f_hi = mid, f_mid
         else:
-            lo = mid
+            lo, f_lo = mid, f_mid
     return hi, table
+
+
+def _secant(lo: float, f_lo: float, hi: float, f_hi: float, alpha: float) -> float:
+    """The τ where the line through (log lo, log f_lo) and (log hi, log f_hi) reaches log α, kept in the middle of
+    the bracket; the geometric midpoint when a fraction is 0 (no logarithm)."""
+    a, b = math.log(lo), math.log(hi)
+    if f_hi <= 0 or f_lo <= 0 or f_lo == f_hi:
+        return math.sqrt(lo * hi)
+    x = a + (math.log(alpha) - math.log(f_lo)) * (b - a) / (math.log(f_hi) - math.log(f_lo))
+    return math.exp(min(max(x, a + SAFEGUARD * (b - a)), b - SAFEGUARD * (b - a)))
 
 
 def pooled_fraction(masked_and_scored: Dict[str, Tuple[int, int]]) -> float:
