@@ -118,9 +118,8 @@ def test_a_reused_fold_keeps_the_timing_measured_when_it_ran():
 
 
 def test_mmccd_schedule_finds_the_raw_dataset_of_a_brats_work_folder(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("mmccd_schedule_benchmark", REPO / "benchmarks" / "mmccd_schedule.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from benchmark_scripts import load_benchmark
+    module = load_benchmark("mmccd_schedule")
     fold = tmp_path / "work" / "results" / "Dataset042_X" / "mmccd__itermaskPlans_cpu__2d" / "fold_0"
     fold.mkdir(parents=True)
     monkeypatch.delenv("ITERMASK_raw", raising=False)

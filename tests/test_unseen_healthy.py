@@ -2,22 +2,17 @@
 bounds calibration.json states (files written by hand, so each figure is known)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("unseen_healthy_benchmark", REPO / "benchmarks" / "unseen_healthy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("unseen_healthy")
 
 
 def _write_case(folder: Path, case: str, above: int, segmented: int, anomalous: bool) -> None:
