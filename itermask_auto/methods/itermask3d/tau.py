@@ -6,7 +6,7 @@ Two targets (`calibration.itermask2_tau_target`):
   against α = 1 %).
 - "final_mask_fraction": the τ whose shrink leaves α of the healthy validation brains masked (pooled voxels), found
   by bracketing, then a safeguarded secant on log fraction against log τ, with one shrink per case per step (6–10
-  min per step for 58 IXI scans on 2 cores, hence the secant: a plain bisection needed 6 more steps). The search
+  min per step for 58 IXI scans on 2 cores, hence the secant: a plain bisection runs all 6 steps). The search
   stops once the fraction lies within `FRACTION_TOLERANCE` of α from below. The first pass (whole brain masked)
   does not depend on τ and is run once per case.
 
@@ -66,15 +66,21 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
     else:
         if not doubled:
             return hi, table                   # every τ tried masks at most α: the smallest one is the closest
+    target = (1.0 - FRACTION_TOLERANCE / 2) * alpha   # aim inside [0.9 α, α], not at its edge
+    previous_side, midpoint_next = None, False
     for _ in range(bisection_steps):
         if f_hi >= (1.0 - FRACTION_TOLERANCE) * alpha:
             break
-        mid = _secant(lo, f_lo, hi, f_hi, alpha)
+        mid = math.sqrt(lo * hi) if midpoint_next else _secant(lo, f_lo, hi, f_hi, target)
         f_mid = evaluate(mid)
-        if f_mid <= alpha:
+        side = "hi" if f_mid <= alpha else "lo"
+        if side == "hi":
             hi, f_hi = mid, f_mid
         else:
             lo, f_lo = mid, f_mid
+        # the same end moved twice running: a midpoint next, so the bracket shrinks at least as fast as bisection's
+        midpoint_next = side == previous_side and not midpoint_next
+        previous_side = side
     return hi, table
 
 
@@ -85,6 +91,8 @@ def _secant(lo: float, f_lo: float, hi: float, f_hi: float, alpha: float) -> flo
     if f_hi <= 0 or f_lo <= 0 or f_lo == f_hi:
         return math.sqrt(lo * hi)
     x = a + (math.log(alpha) - math.log(f_lo)) * (b - a) / (math.log(f_hi) - math.log(f_lo))
+    if not math.isfinite(x):
+        return math.sqrt(lo * hi)
     return math.exp(min(max(x, a + SAFEGUARD * (b - a)), b - SAFEGUARD * (b - a)))
 
 
