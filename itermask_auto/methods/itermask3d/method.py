@@ -13,7 +13,8 @@ import numpy as np
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.itermask3d.gamma import GAMMA_TARGETS, calibrate_gamma, gamma_target
 from itermask_auto.methods.itermask3d.procedure import SweepResult, itermask3d, knee_scale, sweep, sweep_schedule
-from itermask_auto.methods.itermask3d.tau import TAU_TARGETS, first_pass_quantile, pooled_fraction, search_tau
+from itermask_auto.methods.itermask3d.tau import (FRACTION_TOLERANCE, TAU_TARGETS, first_pass_quantile,
+                                                  pooled_fraction, search_tau)
 from itermask_auto.methods.masked_reconstruction.method import MaskedReconstruction
 from itermask_auto.methods.masked_reconstruction.procedures import shrink, squared_error
 
@@ -110,7 +111,8 @@ class IterMask3D(MaskedReconstruction):
         return {"inference_mode": "itermask2", "itermask2_tau": tau,
                 "itermask2_tau_rule": f"tau whose shrink leaves alpha = {alpha:g} of the healthy validation brains "
                                       "masked (pooled voxels; bracketing, then a safeguarded log-log secant stopping "
-                                      "within 10 % of alpha from below; start = median per-case first-pass "
+                                      f"within {FRACTION_TOLERANCE:.0%} of alpha from below; start = median per-case "
+                                      "first-pass "
                                       f"{1 - alpha:g} quantile)",
                 "itermask2_tau_search": table, "itermask2_tau_search_seconds": round(time.perf_counter() - start, 2)}
 

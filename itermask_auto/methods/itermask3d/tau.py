@@ -57,14 +57,14 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
         logger.warning("tau search: tau %.4g still masks %.3g%% of the healthy brains (alpha %.3g%%)",
                        hi, 100 * f_hi, 100 * alpha)
         return hi, table
-    lo = hi / 2.0                              # after doubling: the τ tried last, known to mask more than α (f_lo)
-    for _ in range(0 if doubled else MAX_BRACKET_STEPS):   # lo must mask more than α
-        f_lo = evaluate(lo)
-        if f_lo > alpha:
-            break
-        hi, f_hi, lo = lo, f_lo, lo / 2.0
-    else:
-        if not doubled:
+    lo = hi / 2.0                              # after doubling: the τ tried before, known to mask more than α (f_lo)
+    if not doubled:
+        for _ in range(MAX_BRACKET_STEPS):     # lo must mask more than α
+            f_lo = evaluate(lo)
+            if f_lo > alpha:
+                break
+            hi, f_hi, lo = lo, f_lo, lo / 2.0
+        else:
             return hi, table                   # every τ tried masks at most α: the smallest one is the closest
     target = (1.0 - FRACTION_TOLERANCE / 2) * alpha   # aim inside [0.9 α, α], not at its edge
     previous_side, midpoint_next = None, False
@@ -73,8 +73,8 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
             break
         mid = math.sqrt(lo * hi) if midpoint_next else _secant(lo, f_lo, hi, f_hi, target)
         f_mid = evaluate(mid)
-        side = "hi" if f_mid <= alpha else "lo"
-        if side == "hi":
+        side = f_mid <= alpha                  # True: hi moved
+        if side:
             hi, f_hi = mid, f_mid
         else:
             lo, f_lo = mid, f_mid
