@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from itermask_auto.methods.itermask3d.tau import pooled_fraction, search_tau
+from itermask_auto.methods.itermask3d.tau import WARM_START_FACTOR, pooled_fraction, search_tau
 
 trainer_fixtures = pytest.importorskip("trainer_fixtures")
 
@@ -58,6 +58,21 @@ def test_search_on_a_power_law_curve_stops_within_tolerance_in_few_steps():
     assert flat_then_steep(tau) <= alpha and len(table) == 4 + 5   # 4, 2, 1 (0 %), 0.5 (2 %), then 5 steps
 
 
+def test_a_warm_start_near_the_answer_brackets_it_in_fewer_evaluations():
+    """The second scoring inside a brain-rim margin: the margin drops rim voxels, the curve moves a little (here 10 %
+    lower), and the search starts from the τ found without it with a small bracketing factor."""
+    alpha = 0.01
+    without_margin = lambda tau: 0.00859 * (tau / 0.4918) ** -2.333   # noqa: E731 - the IXI fit above
+    inside_margin = lambda tau: 0.9 * without_margin(tau)            # noqa: E731
+    cold_tau, cold = search_tau(inside_margin, 0.9836, alpha, bisection_steps=6)
+    warm_tau, warm = search_tau(inside_margin, 0.4715, alpha, bisection_steps=6, factor=WARM_START_FACTOR)
+    assert 0.9 * alpha <= inside_margin(warm_tau) <= alpha and 0.9 * alpha <= inside_margin(cold_tau) <= alpha
+    assert len(warm) <= 3 < len(cold)
+    assert warm[1]["tau"] == pytest.approx(0.4715 / WARM_START_FACTOR)   # 0.85 % at the start: one step down
+    with pytest.raises(ValueError):
+        search_tau(inside_margin, 0.4715, alpha, factor=1.0)
+
+
 def test_pooled_fraction_weighs_cases_by_their_voxels():
     assert pooled_fraction({"a": (1, 100), "b": (9, 100)}) == pytest.approx(0.05)
     assert pooled_fraction({"a": (0, 10), "b": (10, 1000)}) == pytest.approx(10 / 1010)
@@ -73,12 +88,12 @@ def fold(tmp_path_factory):
     mp.undo()
 
 
-def _calibrate(fold_dir, target: str) -> dict:
+def _calibrate(fold_dir, target: str, margins=()) -> dict:
     from itermask_auto.calibration.calibrate import calibrate_model_folder
     from itermask_auto.experiment_planning.plans import Plans
     plans = Plans.load(fold_dir / "plans.json")
     plans.inference.mode, plans.calibration.itermask2_tau_target = "itermask2", target
-    plans.calibration.alpha, plans.calibration.brain_erosion_candidates_mm = 0.05, []
+    plans.calibration.alpha, plans.calibration.brain_erosion_candidates_mm = 0.05, list(margins)
     plans.save(fold_dir / "plans.json")
     return calibrate_model_folder(fold_dir)
 
@@ -100,3 +115,14 @@ def test_calibrated_tau_leaves_alpha_of_the_healthy_brains_masked(fold):
     # voxels: every τ the search found masking more than α lies below it
     over = [r["tau"] for r in new["itermask2_tau_search"] if r["fraction"] > alpha]
     assert all(tau <= old["itermask2_tau"] * (1 + 1e-9) for tau in over)
+
+
+def test_the_search_inside_a_chosen_margin_starts_from_the_tau_found_without_it(fold):
+    without = _calibrate(fold, "final_mask_fraction")
+    inside = _calibrate(fold, "final_mask_fraction", margins=[2.0])   # one candidate: chosen, a second scoring
+    assert without["brain_erosion_mm"] == 0.0 and inside["brain_erosion_mm"] == 2.0
+    assert inside["itermask2_tau_search"][0]["tau"] == pytest.approx(without["itermask2_tau"])
+    assert "without the margin" in inside["itermask2_tau_rule"] and "factor 1.25" in inside["itermask2_tau_rule"]
+    assert "median per-case first-pass" in without["itermask2_tau_rule"]
+    chosen = [r for r in inside["itermask2_tau_search"] if r["tau"] == inside["itermask2_tau"]]
+    assert chosen and chosen[0]["fraction"] <= inside["alpha"] + 1e-9

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -91,8 +91,9 @@ def calibrate_model_folder(fold_dir: str | Path, device: str = "cpu", checkpoint
     loader = automatic_mask_loader(plans, predictor.configuration, fold_dir.parents[1].name, data_folder)
     start = time.perf_counter()
 
-    def context(erosion_mm: float) -> CalibrationContext:
-        return CalibrationContext(case_ids, data_folder, ranks, erosion_mm, predictor.config.spacing, loader)
+    def context(erosion_mm: float, earlier: Optional[Dict[str, Any]] = None) -> CalibrationContext:
+        return CalibrationContext(case_ids, data_folder, ranks, erosion_mm, predictor.config.spacing, loader,
+                                  earlier=dict(earlier or {}))
 
     erosion, erosion_choice = float(plans.inference.brain_erosion_mm), None
     if cal_plan.brain_erosion_candidates_mm:
@@ -103,8 +104,8 @@ def calibrate_model_folder(fold_dir: str | Path, device: str = "cpu", checkpoint
                           "rule": "smallest margin whose outer 2 mm shell holds <= 1.5x its share of the healthy "
                                   "exceedances at alpha (first scoring with no margin)"}
         logger.info("brain erosion %.1f mm chosen on the healthy validation maps: %s", erosion, table)
-        if erosion > 0:
-            method_keys, scored = _calibrate_once(predictor, context(erosion))
+        if erosion > 0:   # the method calibrated again inside the margin, starting from what it found without
+            method_keys, scored = _calibrate_once(predictor, context(erosion, earlier=method_keys))
     else:
         method_keys, scored = _calibrate_once(predictor, context(erosion))
     calibration = _thresholds(predictor, scored, case_ids, method_keys, erosion)

@@ -26,6 +26,9 @@ class CalibrationContext:
     spacing: Sequence[float] = (1.0, 1.0, 1.0)
     loader: Optional[Callable[[str], tuple]] = None   # loads "CASE@variant" ids
     state: Dict[str, Any] = field(default_factory=dict)          # a method's scratch space (this rank only)
+    # the method keys of an earlier calibration of the same fold on nearly the same maps (the scoring with no margin,
+    # before a brain-rim margin was chosen): a method may start its searches there; empty on a first calibration
+    earlier: Dict[str, Any] = field(default_factory=dict)
     extra_seconds: Dict[str, float] = field(default_factory=dict)  # time a method spent on a case in `calibrate`
 
     @property

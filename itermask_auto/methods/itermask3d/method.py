@@ -13,8 +13,8 @@ import numpy as np
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.itermask3d.gamma import GAMMA_TARGETS, calibrate_gamma, gamma_target
 from itermask_auto.methods.itermask3d.procedure import SweepResult, itermask3d, knee_scale, sweep, sweep_schedule
-from itermask_auto.methods.itermask3d.tau import (FRACTION_TOLERANCE, TAU_TARGETS, first_pass_quantile,
-                                                  pooled_fraction, search_tau)
+from itermask_auto.methods.itermask3d.tau import (FRACTION_TOLERANCE, TAU_TARGETS, WARM_START_FACTOR,
+                                                  first_pass_quantile, pooled_fraction, search_tau)
 from itermask_auto.methods.masked_reconstruction.method import MaskedReconstruction
 from itermask_auto.methods.masked_reconstruction.procedures import shrink, squared_error
 
@@ -105,15 +105,19 @@ class IterMask3D(MaskedReconstruction):
             logger.warning("tau search: no healthy validation case has a positive first-pass error; no itermask2 "
                            "tau calibrated (prediction falls back to the per-subject sweep)")
             return {}
-        start_tau = float(np.median(usable))
-        tau, table = search_tau(fraction_at, start_tau, alpha, predictor.plans.calibration.tau_search_steps)
+        earlier = context.earlier.get("itermask2_tau")
+        if earlier:   # a second scoring inside a brain-rim margin: the τ found without it is close to the answer
+            start_tau, factor, start_rule = float(earlier), WARM_START_FACTOR, "the tau calibrated without the margin"
+        else:
+            start_tau, factor = float(np.median(usable)), 2.0
+            start_rule = f"median per-case first-pass {1 - alpha:g} quantile"
+        tau, table = search_tau(fraction_at, start_tau, alpha, predictor.plans.calibration.tau_search_steps, factor)
         context.state["itermask2_first_recon"] = firsts
         return {"inference_mode": "itermask2", "itermask2_tau": tau,
                 "itermask2_tau_rule": f"tau whose shrink leaves alpha = {alpha:g} of the healthy validation brains "
                                       "masked (pooled voxels; bracketing, then a safeguarded log-log secant stopping "
-                                      f"within {FRACTION_TOLERANCE:.0%} of alpha from below; start = median per-case "
-                                      "first-pass "
-                                      f"{1 - alpha:g} quantile)",
+                                      f"within {FRACTION_TOLERANCE:.0%} of alpha from below; start = {start_rule}, "
+                                      f"bracketing factor {factor:g})",
                 "itermask2_tau_search": table, "itermask2_tau_search_seconds": round(time.perf_counter() - start, 2)}
 
     def _calibrate_gamma(self, predictor, context) -> Dict[str, Any]:

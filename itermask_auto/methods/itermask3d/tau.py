@@ -8,7 +8,8 @@ Two targets (`calibration.itermask2_tau_target`):
   by bracketing, then a safeguarded secant on log fraction against log τ, with one shrink per case per step (6–10
   min per step for 58 IXI scans on 2 cores, hence the secant: a plain bisection runs all 6 steps). The search
   stops once the fraction lies within `FRACTION_TOLERANCE` of α from below. The first pass (whole brain masked)
-  does not depend on τ and is run once per case.
+  does not depend on τ and is run once per case. When calibration scores the fold a second time inside a chosen
+  brain-rim margin, the search starts at the τ found without it and brackets by `WARM_START_FACTOR`.
 
 A smaller τ keeps more voxels masked in every pass, so the masked fraction falls as τ grows; the search assumes
 this and returns the largest fraction it saw at or under α (a τ at the upper end of its last bracket)."""
@@ -26,19 +27,24 @@ TAU_TARGETS = ("first_pass_quantile", "final_mask_fraction")
 MAX_BRACKET_STEPS = 12     # doublings / halvings allowed to bracket α before the search gives up widening
 FRACTION_TOLERANCE = 0.1   # a fraction in [0.9 α, α] is close enough: the search stops there
 SAFEGUARD = 0.1            # a secant step lands inside the middle 80 % of the bracket (in log τ), so it always shrinks
+# bracketing factor when the search starts from a τ calibrated before on nearly the same maps (a second scoring of
+# the fold with a brain-rim margin): the answer is near, so a small step brackets it in one or two evaluations
+WARM_START_FACTOR = 1.25
 
 
 def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float,
-               bisection_steps: int = 6) -> Tuple[float, List[Dict[str, float]]]:
+               bisection_steps: int = 6, factor: float = 2.0) -> Tuple[float, List[Dict[str, float]]]:
     """τ whose masked fraction `fraction_at(τ)` is at most α and as close to it as the search gets.
 
-    Brackets α by doubling / halving τ from `start`, then narrows the bracket at most `bisection_steps` times (a
-    secant on log fraction vs log τ, kept inside the bracket; the geometric midpoint when a fraction is 0), stopping
-    early once the fraction is within FRACTION_TOLERANCE of α from below. Returns (τ, every evaluation as {"tau",
-    "fraction"} in the order run). When even the largest bracket τ masks more than α, that τ is returned (and a
-    warning logged)."""
+    Brackets α by multiplying / dividing τ by `factor` (> 1) from `start`, then narrows the bracket at most
+    `bisection_steps` times (a secant on log fraction vs log τ, kept inside the bracket; the geometric midpoint when a
+    fraction is 0), stopping early once the fraction is within FRACTION_TOLERANCE of α from below. Returns (τ, every
+    evaluation as {"tau", "fraction"} in the order run). When even the largest bracket τ masks more than α, that τ is
+    returned (and a warning logged)."""
     if not (start > 0 and math.isfinite(start)):
         raise ValueError(f"the τ search needs a positive finite start, got {start}")
+    if not factor > 1:
+        raise ValueError(f"the τ search's bracketing factor must exceed 1, got {factor}")
     table: List[Dict[str, float]] = []
 
     def evaluate(tau: float) -> float:
@@ -52,18 +58,18 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
         if f_hi <= alpha:
             break
         f_lo = f_hi
-        hi, f_hi, doubled = hi * 2.0, evaluate(hi * 2.0), True
+        hi, f_hi, doubled = hi * factor, evaluate(hi * factor), True
     if f_hi > alpha:
         logger.warning("tau search: tau %.4g still masks %.3g%% of the healthy brains (alpha %.3g%%)",
                        hi, 100 * f_hi, 100 * alpha)
         return hi, table
-    lo = hi / 2.0                              # after doubling: the τ tried before, known to mask more than α (f_lo)
+    lo = hi / factor                           # after growing: the τ tried before, known to mask more than α (f_lo)
     if not doubled:
         for _ in range(MAX_BRACKET_STEPS):     # lo must mask more than α
             f_lo = evaluate(lo)
             if f_lo > alpha:
                 break
-            hi, f_hi, lo = lo, f_lo, lo / 2.0
+            hi, f_hi, lo = lo, f_lo, lo / factor
         else:
             return hi, table                   # every τ tried masks at most α: the smallest one is the closest
     target = (1.0 - FRACTION_TOLERANCE / 2) * alpha   # aim inside [0.9 α, α], not at its edge
