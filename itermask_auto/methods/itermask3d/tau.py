@@ -52,7 +52,10 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
         table.append({"tau": tau, "fraction": f})
         return f
 
+    close_enough = (1.0 - FRACTION_TOLERANCE) * alpha
     hi, f_hi, doubled = start, evaluate(start), False
+    if close_enough <= f_hi <= alpha:          # a warm start may already be the answer
+        return hi, table
     f_lo = f_hi
     for _ in range(MAX_BRACKET_STEPS):         # hi must mask at most α
         if f_hi <= alpha:
@@ -70,12 +73,14 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
             if f_lo > alpha:
                 break
             hi, f_hi, lo = lo, f_lo, lo / factor
+            if f_hi >= close_enough:           # within tolerance while still bracketing: no need for a lower end
+                return hi, table
         else:
             return hi, table                   # every τ tried masks at most α: the smallest one is the closest
     target = (1.0 - FRACTION_TOLERANCE / 2) * alpha   # aim inside [0.9 α, α], not at its edge
     previous_side, midpoint_next = None, False
     for _ in range(bisection_steps):
-        if f_hi >= (1.0 - FRACTION_TOLERANCE) * alpha:
+        if f_hi >= close_enough:
             break
         mid = math.sqrt(lo * hi) if midpoint_next else _secant(lo, f_lo, hi, f_hi, target)
         f_mid = evaluate(mid)
