@@ -1,28 +1,21 @@
 """benchmarks/real_data.py end to end on phantoms (--smoke): every test set, the table, and the resume path."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_real_data():
-    spec = importlib.util.spec_from_file_location("real_data_benchmark", REPO / "benchmarks" / "real_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_real_data_benchmark_smoke_writes_every_row_and_resumes(tmp_path, monkeypatch):
     for var in ("ITERMASK_raw", "ITERMASK_preprocessed", "ITERMASK_results"):
         monkeypatch.setenv(var, "unset")   # set_roots overwrites them; monkeypatch then restores (or deletes) them
-    real_data = _load_real_data()
+    real_data = load_benchmark("real_data")
     monkeypatch.setattr(real_data, "SHARED", tmp_path / "no_shared_data")   # blobs everywhere, not the MSLUB masks
     docs_before = (REPO / "docs" / "benchmarks.md").read_text()
     work = tmp_path / "work"

@@ -3,13 +3,13 @@ slices, test patients keep their labels, folds are patient-level, any axis order
 end to end on phantoms (--smoke)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from benchmark_scripts import load_benchmark
 
 from itermask_auto.dataset_conversion import convert_brats_slabs as cbs
 from itermask_auto.dataset_conversion.convert_brats2015 import FILES
@@ -84,9 +84,7 @@ def test_slab_converter_uses_labels_only_to_choose_slices(tmp_path):
 def test_brats_slices_benchmark_smoke(tmp_path, monkeypatch):
     for var in ("ITERMASK_raw", "ITERMASK_preprocessed", "ITERMASK_results"):
         monkeypatch.setenv(var, "unset")   # set_roots overwrites them; monkeypatch then restores them
-    spec = importlib.util.spec_from_file_location("brats_slices_benchmark", REPO / "benchmarks" / "brats_slices.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("brats_slices")
     docs_before = (REPO / "docs" / "benchmarks.md").read_text()
     work = tmp_path / "work"
     assert module.main(["--smoke", "--methods", "mmccd", "no_such_method", "--folds", "0", "--threads", "1",
@@ -104,9 +102,7 @@ def test_brats_slices_benchmark_smoke(tmp_path, monkeypatch):
 
 
 def test_a_reused_fold_keeps_the_timing_measured_when_it_ran():
-    spec = importlib.util.spec_from_file_location("brats_slices_benchmark", REPO / "benchmarks" / "brats_slices.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("brats_slices")
     earlier_test = {"wall_s": 700.0, "predicted_now": 2, "failures": [], "passes": 220.0}
     previous = {"mmccd": {"train_s": {"0": 4560.0}, "timing": {"0": {"test": earlier_test}}}}
     reused = {"test": {"wall_s": 1.0, "predicted_now": 0, "failures": [], "passes": 220.0}, "slabs": {}}
@@ -118,7 +114,6 @@ def test_a_reused_fold_keeps_the_timing_measured_when_it_ran():
 
 
 def test_mmccd_schedule_finds_the_raw_dataset_of_a_brats_work_folder(tmp_path, monkeypatch):
-    from benchmark_scripts import load_benchmark
     module = load_benchmark("mmccd_schedule")
     fold = tmp_path / "work" / "results" / "Dataset042_X" / "mmccd__itermaskPlans_cpu__2d" / "fold_0"
     fold.mkdir(parents=True)

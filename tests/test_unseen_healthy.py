@@ -11,10 +11,6 @@ import pytest
 from benchmark_scripts import load_benchmark
 
 
-def _load():
-    return load_benchmark("unseen_healthy")
-
-
 def _write_case(folder: Path, case: str, above: int, segmented: int, anomalous: bool) -> None:
     """A 10x10x10 map: brain = the inner 8x8x4 block (256 voxels, 0.5 elsewhere above 0), `above` of them at 3.0
     (over the voxel threshold 2.0); the segmentation marks `segmented` brain voxels and one voxel outside it."""
@@ -36,7 +32,7 @@ def _write_case(folder: Path, case: str, above: int, segmented: int, anomalous: 
 
 
 def test_unseen_healthy_figures_against_the_calibrated_bounds(tmp_path):
-    module = _load()
+    module = load_benchmark("unseen_healthy")
     _write_case(tmp_path, "a", above=0, segmented=0, anomalous=False)
     _write_case(tmp_path, "b", above=64, segmented=32, anomalous=True)
     _write_case(tmp_path, "c", above=8, segmented=0, anomalous=False)
@@ -58,7 +54,7 @@ def test_unseen_healthy_figures_against_the_calibrated_bounds(tmp_path):
 
 def test_unseen_healthy_main_counts_this_runs_scans_and_stops_when_none_came(tmp_path, monkeypatch):
     import itermask_auto.inference.predict_folder as predict_module
-    module = _load()
+    module = load_benchmark("unseen_healthy")
     fold, out = tmp_path / "fold_0", tmp_path / "out"
     fold.mkdir()
     out.mkdir()

@@ -24,7 +24,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 TAU_TARGETS = ("first_pass_quantile", "final_mask_fraction")
-MAX_BRACKET_STEPS = 12     # doublings / halvings allowed to bracket α before the search gives up widening
+MAX_BRACKET_STEPS = 12     # steps up / down by the bracketing factor before the search gives up widening
 FRACTION_TOLERANCE = 0.1   # a fraction in [0.9 α, α] is close enough: the search stops there
 SAFEGUARD = 0.1            # a secant step lands inside the middle 80 % of the bracket (in log τ), so it always shrinks
 # bracketing factor when the search starts from a τ calibrated before on nearly the same maps (a second scoring of
@@ -53,7 +53,7 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
         return f
 
     close_enough = (1.0 - FRACTION_TOLERANCE) * alpha
-    hi, f_hi, doubled = start, evaluate(start), False
+    hi, f_hi, grew = start, evaluate(start), False
     if close_enough <= f_hi <= alpha:          # a warm start may already be the answer
         return hi, table
     f_lo = f_hi
@@ -61,13 +61,13 @@ def search_tau(fraction_at: Callable[[float], float], start: float, alpha: float
         if f_hi <= alpha:
             break
         f_lo = f_hi
-        hi, f_hi, doubled = hi * factor, evaluate(hi * factor), True
+        hi, f_hi, grew = hi * factor, evaluate(hi * factor), True
     if f_hi > alpha:
         logger.warning("tau search: tau %.4g still masks %.3g%% of the healthy brains (alpha %.3g%%)",
                        hi, 100 * f_hi, 100 * alpha)
         return hi, table
     lo = hi / factor                           # after growing: the τ tried before, known to mask more than α (f_lo)
-    if not doubled:
+    if not grew:
         for _ in range(MAX_BRACKET_STEPS):     # lo must mask more than α
             f_lo = evaluate(lo)
             if f_lo > alpha:
