@@ -87,9 +87,9 @@ def test_reference_schedule_agrees():
 
 
 class _Calibrated:
-    """A predictor stand-in holding only a calibrated itermask2 τ."""
-    def __init__(self, tau):
-        self.calibration = {"itermask2_tau": tau}
+    """A predictor stand-in holding only a calibrated itermask2 τ (and the unit calibration searched it in)."""
+    def __init__(self, tau, scale=None):
+        self.calibration = {"itermask2_tau": tau, **({"itermask2_tau_scale": scale} if scale else {})}
 
 
 def test_itermask2_mode_uses_given_tau():
@@ -99,6 +99,32 @@ def test_itermask2_mode_uses_given_tau():
     assert res.tau == 0.2 and res.procedure == "itermask2" and not res.sweep_t
     assert calls[0].sum() == brain.sum()           # starts from the whole brain
     assert _dice(res.final_mask, lesion) > 0.7
+
+
+def _shifted(gain: float):
+    """The lesion phantom as another site would show it: every intensity and the model's error × gain."""
+    image, healthy, brain, lesion = _phantom(True)
+    rec, calls = _oracle(gain * image, gain * healthy, sigma=0.1 * gain, persistence=0.95)   # hard voxels stay hard
+    return gain * image, brain, lesion, rec, calls
+
+
+def test_itermask2_tau_in_median_error_units_follows_a_scan_whose_errors_are_all_higher():
+    # τ = 40 typical first-pass errors (σ 0.1: median squared error ≈ 0.0045, so about 0.18 at gain 1)
+    plan = InferencePlan(mode="itermask2", tau_scale="median_error")   # the plan's unit is not the one read
+    runs = {}
+    for gain in (1.0, 3.0):
+        image, brain, lesion, rec, calls = _shifted(gain)
+        runs[gain] = IterMask3D()._run(_Calibrated(40.0, "median_error"), image, None, brain, plan, reconstruct=rec)
+        assert runs[gain].passes == len(calls)        # the first pass that sets the unit is the shrink's first
+        assert _dice(runs[gain].final_mask, lesion) > 0.7
+    assert np.array_equal(runs[1.0].final_mask, runs[3.0].final_mask)
+    assert runs[3.0].tau == pytest.approx(9.0 * runs[1.0].tau, rel=1e-4)   # errors × 9, τ × 9
+    assert 0.1 < runs[1.0].tau < 0.3
+    # the same τ in absolute units (a calibration made before the key) marks far more of the brighter scan
+    image, brain, lesion, rec, _ = _shifted(3.0)
+    absolute = IterMask3D()._run(_Calibrated(runs[1.0].tau), image, None, brain, plan, reconstruct=rec)
+    assert absolute.tau == pytest.approx(runs[1.0].tau)
+    assert absolute.final_mask.sum() > 2 * runs[3.0].final_mask.sum()
 
 
 def test_oneshot_and_plain():

@@ -100,11 +100,12 @@ def fold(tmp_path_factory):
     mp.undo()
 
 
-def _calibrate(fold_dir, target: str, margins=()) -> dict:
+def _calibrate(fold_dir, target: str, margins=(), tau_scale: str = "absolute") -> dict:
     from itermask_auto.calibration.calibrate import calibrate_model_folder
     from itermask_auto.experiment_planning.plans import Plans
     plans = Plans.load(fold_dir / "plans.json")
     plans.inference.mode, plans.calibration.itermask2_tau_target = "itermask2", target
+    plans.inference.tau_scale = tau_scale
     plans.calibration.alpha, plans.calibration.brain_erosion_candidates_mm = 0.05, list(margins)
     plans.save(fold_dir / "plans.json")
     return calibrate_model_folder(fold_dir)
@@ -138,3 +139,17 @@ def test_the_search_inside_a_chosen_margin_starts_from_the_tau_found_without_it(
     assert "median per-case first-pass" in without["itermask2_tau_rule"]
     chosen = [r for r in inside["itermask2_tau_search"] if r["tau"] == inside["itermask2_tau"]]
     assert chosen and chosen[0]["fraction"] <= inside["alpha"] + 1e-9
+
+
+def test_tau_searched_in_median_error_units_is_read_per_case_in_those_units(fold):
+    new = _calibrate(fold, "final_mask_fraction", tau_scale="median_error")
+    scales = new["itermask2_tau_scale_per_case"]
+    assert new["itermask2_tau_scale"] == "median_error" and "median whole-brain-masked" in new["itermask2_tau_rule"]
+    assert scales.keys() == new["per_case"].keys() and all(0 < v and abs(v - 1) > 0.01 for v in scales.values())
+    # each healthy case is scored (as prediction runs it) with the one τ times its own median first-pass error
+    for case, record in new["per_case"].items():
+        assert record["tau"] == pytest.approx(new["itermask2_tau"] * scales[case], rel=1e-5)
+    scored = pooled_fraction({c: (r["scores"]["mask_fraction"] * r["scored_voxels"], r["scored_voxels"])
+                              for c, r in new["per_case"].items()})
+    chosen = [row for row in new["itermask2_tau_search"] if row["tau"] == new["itermask2_tau"]]
+    assert chosen and scored == pytest.approx(chosen[0]["fraction"], abs=1e-6) and scored <= new["alpha"] + 1e-9

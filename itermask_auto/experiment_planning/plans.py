@@ -104,6 +104,10 @@ class InferencePlan:
     # the knee is read on t / (the case's median whole-brain-masked error) ("median_error"), a scale that does not
     # depend on how well a model reconstructs; "absolute" (plans made before it) reads it on t itself
     knee_scale: str = "absolute"
+    # mode "itermask2": the calibrated τ is in units of "absolute" error (plans made before it) or of each case's
+    # median whole-brain-masked error ("median_error": τ then follows a scan whose errors are all higher, e.g. from
+    # another site, as the knee does); calibration records the unit it searched in, and prediction uses that one
+    tau_scale: str = "absolute"
     # every method: anomaly maps, thresholds and segmentations live in the brain mask eroded by this much (the
     # brain's rim is where healthy scans make most false positives); calibration may choose it (calibration plan)
     brain_erosion_mm: float = 0.0

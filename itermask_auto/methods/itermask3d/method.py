@@ -12,7 +12,8 @@ import numpy as np
 
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.itermask3d.gamma import GAMMA_TARGETS, calibrate_gamma, gamma_target
-from itermask_auto.methods.itermask3d.procedure import SweepResult, itermask3d, knee_scale, sweep, sweep_schedule
+from itermask_auto.methods.itermask3d.procedure import (SweepResult, error_scale, itermask3d, knee_scale, sweep,
+                                                        sweep_schedule)
 from itermask_auto.methods.itermask3d.tau import (FRACTION_TOLERANCE, TAU_TARGETS, WARM_START_FACTOR,
                                                   first_pass_quantile, pooled_fraction, search_tau)
 from itermask_auto.methods.masked_reconstruction.method import MaskedReconstruction
@@ -32,9 +33,12 @@ class IterMask3D(MaskedReconstruction):
         calibrated τ, shrink only). `reconstruct` replaces the network (tests)."""
         tau = None
         if plan.mode == "itermask2":   # τ from calibration, shrink only
-            tau = (predictor.calibration or {}).get("itermask2_tau")
+            cal = predictor.calibration or {}
+            tau = cal.get("itermask2_tau")
             if tau is None:
                 logger.warning("itermask2 mode needs calibration.json: falling back to the per-subject sweep")
+            # τ is read in the unit calibration searched it in (calibrations made before the key: absolute)
+            plan = dataclasses.replace(plan, tau_scale=cal.get("itermask2_tau_scale", "absolute"))
         elif plan.mode != "itermask3d":
             raise ValueError(f"unknown inference mode '{plan.mode}' (itermask3d | itermask2)")
         rec = reconstruct or self.reconstructor(predictor, data, hf, plan)
@@ -77,13 +81,16 @@ class IterMask3D(MaskedReconstruction):
     def _calibrate_tau(self, predictor, context) -> Dict[str, Any]:
         """Mode "itermask2": the one τ whose shrink leaves α of the healthy validation brains masked (tau.py)."""
         plan, alpha, start = self._calibration_plan(predictor), predictor.plans.calibration.alpha, time.perf_counter()
-        firsts, quantiles = {}, {}
+        firsts, quantiles, scales = {}, {}, {}
         for case in context.progress(context.my_cases, "tau search: first pass"):
             data, hf, brain, _ = context.load(case)
             swept = context.state.get(case)
             first_recon = swept[0].first_recon if swept else self.reconstructor(predictor, data, hf, plan)(brain)
             firsts[case] = first_recon
-            quantiles[case] = first_pass_quantile([squared_error(data, first_recon, brain)[brain]], alpha)
+            first_error = squared_error(data, first_recon, brain)
+            # τ is searched in the unit prediction will read it in (inference.tau_scale)
+            scales[case] = error_scale(first_error, brain, plan.tau_scale, "inference.tau_scale")
+            quantiles[case] = first_pass_quantile([first_error[brain]], alpha) / scales[case]
         quantiles = context.gather(quantiles)
         step = [0]
 
@@ -92,7 +99,7 @@ class IterMask3D(MaskedReconstruction):
             local = {}
             for case in context.progress(context.my_cases, f"tau search {step[0]}"):
                 data, hf, brain, _ = context.load(case)
-                sh = shrink(self.reconstructor(predictor, data, hf, plan), data, brain, tau,
+                sh = shrink(self.reconstructor(predictor, data, hf, plan), data, brain, tau * scales[case],
                             plan.convergence_tolerance, plan.max_shrink_passes, first_recon=firsts[case])
                 local[case] = (int(sh.mask.sum()), int(brain.sum()))
             fraction = pooled_fraction(context.gather(local))
@@ -113,11 +120,14 @@ class IterMask3D(MaskedReconstruction):
             start_rule = f"median per-case first-pass {1 - alpha:g} quantile"
         tau, table = search_tau(fraction_at, start_tau, alpha, predictor.plans.calibration.tau_search_steps, factor)
         context.state["itermask2_first_recon"] = firsts
-        return {"inference_mode": "itermask2", "itermask2_tau": tau,
-                "itermask2_tau_rule": f"tau whose shrink leaves alpha = {alpha:g} of the healthy validation brains "
-                                      "masked (pooled voxels; bracketing, then a safeguarded log-log secant stopping "
-                                      f"within {FRACTION_TOLERANCE:.0%} of alpha from below; start = {start_rule}, "
-                                      f"bracketing factor {factor:g})",
+        unit = ("" if plan.tau_scale == "absolute"
+                else " (tau in units of each case's median whole-brain-masked error)")
+        return {"inference_mode": "itermask2", "itermask2_tau": tau, "itermask2_tau_scale": plan.tau_scale,
+                "itermask2_tau_scale_per_case": context.gather(scales),
+                "itermask2_tau_rule": f"tau{unit} whose shrink leaves alpha = {alpha:g} of the healthy validation "
+                                      "brains masked (pooled voxels; bracketing, then a safeguarded log-log secant "
+                                      f"stopping within {FRACTION_TOLERANCE:.0%} of alpha from below; start = "
+                                      f"{start_rule}, bracketing factor {factor:g})",
                 "itermask2_tau_search": table, "itermask2_tau_search_seconds": round(time.perf_counter() - start, 2)}
 
     def _calibrate_gamma(self, predictor, context) -> Dict[str, Any]:

@@ -69,22 +69,28 @@ def sweep(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, i_valu
     return SweepResult(np.asarray(i_values[:len(ts)], np.float64), np.asarray(ts), passes, first_recon, first_error)
 
 
-def knee_scale(first_error: np.ndarray, brain: np.ndarray, plan: InferencePlan) -> float:
-    """The unit the knee is read in: 1 ("absolute"), or the case's median whole-brain-masked error in the brain
-    ("median_error": the curve then says how many times a typical voxel's error each threshold is, whatever the
-    model's overall error level, so one γ fits every case and model)."""
-    if plan.knee_scale == "absolute":
+def error_scale(first_error: np.ndarray, brain: np.ndarray, rule: str, key: str = "inference.knee_scale") -> float:
+    """A case's unit of error: 1 ("absolute"), or its median whole-brain-masked error in the brain
+    ("median_error": a threshold then says how many times a typical voxel's error it is, whatever the model's or
+    the scan's overall error level, so one number fits every case, model and site)."""
+    if rule == "absolute":
         return 1.0
-    if plan.knee_scale == "median_error":
+    if rule == "median_error":
         values = first_error[brain]
         return float(max(np.median(values), 1e-12)) if values.size else 1.0
-    raise ValueError(f"unknown inference.knee_scale '{plan.knee_scale}' (absolute | median_error)")
+    raise ValueError(f"unknown {key} '{rule}' (absolute | median_error)")
+
+
+def knee_scale(first_error: np.ndarray, brain: np.ndarray, plan: InferencePlan) -> float:
+    """The unit the knee is read in (`inference.knee_scale`, see `error_scale`)."""
+    return error_scale(first_error, brain, plan.knee_scale)
 
 
 def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, plan: InferencePlan,
                tau: Optional[float] = None, i_values: Optional[np.ndarray] = None,
                keep_masks: bool = False, sweep_result: Optional[SweepResult] = None) -> InferenceResult:
-    """Sweep → τ → shrink; with `tau` given (itermask2 mode / calibrated) the sweep is skipped; with
+    """Sweep → τ → shrink; with `tau` given (itermask2 mode / calibrated) the sweep is skipped (and τ is in units
+    of `error_scale(first pass, plan.tau_scale)`: 1 unless the plan says "median_error"); with
     `sweep_result` (calibration re-uses its sweeps for a new γ, or its first pass for a calibrated τ) those passes
     are not run again (but counted: the passes a prediction would run)."""
     brain = brain.astype(bool)
@@ -98,8 +104,14 @@ def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, p
         fit = choose_threshold(s.i, s.t / scale, plan.gamma, plan.fit_max_threshold, plan.fit_min_r2)
         fit.tau, fit.scale = fit.tau * scale, scale
         tau, first_recon, sweep_passes = fit.tau, s.first_recon, s.passes
-    elif sweep_result is not None:   # a calibrated τ: the given first pass (whole brain masked) starts the shrink
-        first_recon, sweep_passes = sweep_result.first_recon, 1
+    else:   # a calibrated τ: the first pass (whole brain masked) starts the shrink
+        if sweep_result is not None:
+            first_recon, sweep_passes = sweep_result.first_recon, 1
+        elif plan.tau_scale != "absolute":   # the τ's unit is read from the first pass: run it here, once
+            first_recon, sweep_passes = reconstruct(brain), 1
+        if plan.tau_scale != "absolute":
+            tau = float(tau) * error_scale(squared_error(image, first_recon, brain), brain, plan.tau_scale,
+                                           "inference.tau_scale")
     sh = shrink(reconstruct, image, brain, float(tau), plan.convergence_tolerance, plan.max_shrink_passes,
                 first_recon=first_recon, keep_masks=keep_masks)
     return finish(InferenceResult(
