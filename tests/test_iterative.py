@@ -115,9 +115,10 @@ def test_itermask2_tau_in_median_error_units_follows_a_scan_whose_errors_are_all
     for gain in (1.0, 3.0):
         image, brain, lesion, rec, calls = _shifted(gain)
         runs[gain] = IterMask3D()._run(_Calibrated(40.0, "median_error"), image, None, brain, plan, reconstruct=rec)
-        assert runs[gain].passes == len(calls)        # the first pass that sets the unit is the shrink's first
+        # the first pass that sets the unit is the shrink's first: no extra network pass
+        assert runs[gain].passes == len(calls) == runs[gain].shrink_iterations
         assert _dice(runs[gain].final_mask, lesion) > 0.7
-    assert np.array_equal(runs[1.0].final_mask, runs[3.0].final_mask)
+    assert _dice(runs[1.0].final_mask, runs[3.0].final_mask) > 0.99
     assert runs[3.0].tau == pytest.approx(9.0 * runs[1.0].tau, rel=1e-4)   # errors × 9, τ × 9
     assert 0.1 < runs[1.0].tau < 0.3
     # the same τ in absolute units (a calibration made before the key) marks far more of the brighter scan

@@ -153,3 +153,11 @@ def test_tau_searched_in_median_error_units_is_read_per_case_in_those_units(fold
                               for c, r in new["per_case"].items()})
     chosen = [row for row in new["itermask2_tau_search"] if row["tau"] == new["itermask2_tau"]]
     assert chosen and scored == pytest.approx(chosen[0]["fraction"], abs=1e-6) and scored <= new["alpha"] + 1e-9
+    # prediction (no first pass given: it runs its own) reads the unit from calibration.json and gets the same τ
+    from itermask_auto.inference.predictor import Predictor
+    from itermask_auto.paths import preprocessed_root
+    from itermask_auto.preprocessing.storage import load_case
+    case = next(iter(new["per_case"]))
+    data, hf, brain, _ = load_case(preprocessed_root() / trainer_fixtures.DATASET / "itermask_3d", case)
+    result, _ = Predictor.from_model_folder(fold).infer(data, hf, brain)
+    assert result.procedure == "itermask2" and result.tau == pytest.approx(new["per_case"][case]["tau"], rel=1e-4)

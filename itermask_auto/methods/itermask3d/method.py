@@ -76,6 +76,10 @@ class IterMask3D(MaskedReconstruction):
         keys = self._calibrate_gamma(predictor, context)
         if self._tau_on_final_masks(predictor):
             keys.update(self._calibrate_tau(predictor, context))
+        elif predictor.plans.inference.tau_scale != "absolute":   # the first-pass quantile is an absolute τ
+            logger.warning("inference.tau_scale '%s' applies to the tau searched on the healthy final masks only "
+                           "(calibration.itermask2_tau_target final_mask_fraction with inference.mode itermask2): "
+                           "the calibrated tau stays absolute", predictor.plans.inference.tau_scale)
         return keys
 
     def _calibrate_tau(self, predictor, context) -> Dict[str, Any]:
