@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-masks", dest="masks_dir", default=None,
                    help="folder of brain masks CASE.nii.gz (or .nii/.mha/.nrrd) (default: skull-strip if needed)")
     p.add_argument("-mode", default=None, choices=["itermask3d", "itermask2"],
-                   help="override the plan's inference mode: itermask2 = calibrated tau, no per-subject sweep")
+                   help="override the plan's inference mode (itermask3d's planned mode: itermask2): itermask2 = "
+                        "the calibrated tau, shrink only; itermask3d = the per-subject knee of a sweep")
     p.add_argument("--output_format", default="nifti", choices=["nifti", "input"],
                    help="nifti (default), or input: the same file ending as the input (.nii, .mha, .nrrd; "
                         "DICOM input gives NIfTI)")
