@@ -108,13 +108,15 @@ def _shifted(gain: float):
     return gain * image, brain, lesion, rec, calls
 
 
-def test_itermask2_tau_in_median_error_units_follows_a_scan_whose_errors_are_all_higher():
-    # τ = 40 typical first-pass errors (σ 0.1: median squared error ≈ 0.0045, so about 0.18 at gain 1)
-    plan = InferencePlan(mode="itermask2", tau_scale="median_error")   # the plan's unit is not the one read
+@pytest.mark.parametrize("unit, tau", [("median_error", 40.0), ("q99_error", 0.03)])
+def test_itermask2_tau_in_error_units_follows_a_scan_whose_errors_are_all_higher(unit, tau):
+    # τ = 40 median first-pass errors (σ 0.1: median squared error ≈ 0.0042, so about 0.17 at gain 1), or 0.03 of
+    # the 99th percentile (≈ 6.2: the lesion, 1.7 % of this brain, holds it), about 0.19
+    plan = InferencePlan(mode="itermask2", tau_scale="absolute")   # the plan's unit is not the one read
     runs = {}
     for gain in (1.0, 3.0):
         image, brain, lesion, rec, calls = _shifted(gain)
-        runs[gain] = IterMask3D()._run(_Calibrated(40.0, "median_error"), image, None, brain, plan, reconstruct=rec)
+        runs[gain] = IterMask3D()._run(_Calibrated(tau, unit), image, None, brain, plan, reconstruct=rec)
         # the first pass that sets the unit is the shrink's first: no extra network pass
         assert runs[gain].passes == len(calls) == runs[gain].shrink_iterations
         assert _dice(runs[gain].final_mask, lesion) > 0.7

@@ -69,16 +69,20 @@ def sweep(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, i_valu
     return SweepResult(np.asarray(i_values[:len(ts)], np.float64), np.asarray(ts), passes, first_recon, first_error)
 
 
+ERROR_UNITS = {"median_error": 0.5, "q99_error": 0.99}   # unit name -> the quantile of the first-pass error
+
+
 def error_scale(first_error: np.ndarray, brain: np.ndarray, rule: str, key: str = "inference.knee_scale") -> float:
-    """A case's unit of error: 1 ("absolute"), or its median whole-brain-masked error in the brain
-    ("median_error": a threshold then says how many times a typical voxel's error it is, whatever the model's or
-    the scan's overall error level, so one number fits every case, model and site)."""
+    """A case's unit of error: 1 ("absolute"), or a statistic of its whole-brain-masked error in the brain, so
+    that a threshold says how many units it is, whatever the model's or the scan's overall error level:
+    "median_error" (the median), "q99_error" (the 99th percentile: within one site it scatters about half as
+    much from scan to scan as the median does, benchmarks/tau_unit_spread.py)."""
     if rule == "absolute":
         return 1.0
-    if rule == "median_error":
-        values = first_error[brain]
-        return float(max(np.median(values), 1e-12)) if values.size else 1.0
-    raise ValueError(f"unknown {key} '{rule}' (absolute | median_error)")
+    if rule not in ERROR_UNITS:
+        raise ValueError(f"unknown {key} '{rule}' (absolute | {' | '.join(ERROR_UNITS)})")
+    values = first_error[brain]
+    return float(max(np.quantile(values, ERROR_UNITS[rule]), 1e-12)) if values.size else 1.0
 
 
 def knee_scale(first_error: np.ndarray, brain: np.ndarray, plan: InferencePlan) -> float:
