@@ -106,7 +106,8 @@ class InferencePlan:
     knee_scale: str = "absolute"
     # mode "itermask2": the calibrated τ is in units of "absolute" error (plans made before it) or of each case's
     # median whole-brain-masked error ("median_error": τ then follows a scan whose errors are all higher, e.g. from
-    # another site, as the knee does); calibration records the unit it searched in, and prediction uses that one
+    # another site, as the knee does; "q99_error": its 99th percentile, steadier within a site); calibration
+    # records the unit it searched in, and prediction uses that one
     tau_scale: str = "absolute"
     # every method: anomaly maps, thresholds and segmentations live in the brain mask eroded by this much (the
     # brain's rim is where healthy scans make most false positives); calibration may choose it (calibration plan)

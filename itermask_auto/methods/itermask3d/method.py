@@ -124,8 +124,8 @@ class IterMask3D(MaskedReconstruction):
             start_rule = f"median per-case first-pass {1 - alpha:g} quantile"
         tau, table = search_tau(fraction_at, start_tau, alpha, predictor.plans.calibration.tau_search_steps, factor)
         context.state["itermask2_first_recon"] = firsts
-        unit = ("" if plan.tau_scale == "absolute"
-                else " (tau in units of each case's median whole-brain-masked error)")
+        unit = {"absolute": "", "median_error": " (tau in units of each case's median whole-brain-masked error)",
+                "q99_error": " (tau in units of each case's 99th-percentile whole-brain-masked error)"}[plan.tau_scale]
         return {"inference_mode": "itermask2", "itermask2_tau": tau, "itermask2_tau_scale": plan.tau_scale,
                 "itermask2_tau_scale_per_case": context.gather(scales),
                 "itermask2_tau_rule": f"tau{unit} whose shrink leaves alpha = {alpha:g} of the healthy validation "
