@@ -12,8 +12,8 @@ import numpy as np
 
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.itermask3d.gamma import GAMMA_TARGETS, calibrate_gamma, gamma_target
-from itermask_auto.methods.itermask3d.procedure import (SweepResult, error_scale, itermask3d, knee_scale, sweep,
-                                                        sweep_schedule)
+from itermask_auto.methods.itermask3d.procedure import (ERROR_UNITS, SweepResult, error_scale, itermask3d,
+                                                        knee_scale, sweep, sweep_schedule)
 from itermask_auto.methods.itermask3d.tau import (FRACTION_TOLERANCE, TAU_TARGETS, WARM_START_FACTOR,
                                                   first_pass_quantile, pooled_fraction, search_tau)
 from itermask_auto.methods.masked_reconstruction.method import MaskedReconstruction
@@ -124,8 +124,8 @@ class IterMask3D(MaskedReconstruction):
             start_rule = f"median per-case first-pass {1 - alpha:g} quantile"
         tau, table = search_tau(fraction_at, start_tau, alpha, predictor.plans.calibration.tau_search_steps, factor)
         context.state["itermask2_first_recon"] = firsts
-        unit = {"absolute": "", "median_error": " (tau in units of each case's median whole-brain-masked error)",
-                "q99_error": " (tau in units of each case's 99th-percentile whole-brain-masked error)"}[plan.tau_scale]
+        unit = ("" if plan.tau_scale == "absolute" else
+                f" (tau in units of each case's {ERROR_UNITS[plan.tau_scale][1]} whole-brain-masked error)")
         return {"inference_mode": "itermask2", "itermask2_tau": tau, "itermask2_tau_scale": plan.tau_scale,
                 "itermask2_tau_scale_per_case": context.gather(scales),
                 "itermask2_tau_rule": f"tau{unit} whose shrink leaves alpha = {alpha:g} of the healthy validation "

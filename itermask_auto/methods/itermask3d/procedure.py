@@ -69,7 +69,8 @@ def sweep(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, i_valu
     return SweepResult(np.asarray(i_values[:len(ts)], np.float64), np.asarray(ts), passes, first_recon, first_error)
 
 
-ERROR_UNITS = {"median_error": 0.5, "q99_error": 0.99}   # unit name -> the quantile of the first-pass error
+# unit name -> (the quantile of the first-pass error it is, its name in calibration.json's rule strings)
+ERROR_UNITS = {"median_error": (0.5, "median"), "q99_error": (0.99, "99th-percentile")}
 
 
 def error_scale(first_error: np.ndarray, brain: np.ndarray, rule: str, key: str = "inference.knee_scale") -> float:
@@ -82,7 +83,7 @@ def error_scale(first_error: np.ndarray, brain: np.ndarray, rule: str, key: str 
     if rule not in ERROR_UNITS:
         raise ValueError(f"unknown {key} '{rule}' (absolute | {' | '.join(ERROR_UNITS)})")
     values = first_error[brain]
-    return float(max(np.quantile(values, ERROR_UNITS[rule]), 1e-12)) if values.size else 1.0
+    return float(max(np.quantile(values, ERROR_UNITS[rule][0]), 1e-12)) if values.size else 1.0
 
 
 def knee_scale(first_error: np.ndarray, brain: np.ndarray, plan: InferencePlan) -> float:
@@ -94,7 +95,7 @@ def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, p
                tau: Optional[float] = None, i_values: Optional[np.ndarray] = None,
                keep_masks: bool = False, sweep_result: Optional[SweepResult] = None) -> InferenceResult:
     """Sweep → τ → shrink; with `tau` given (itermask2 mode / calibrated) the sweep is skipped (and τ is in units
-    of `error_scale(first pass, plan.tau_scale)`: 1 unless the plan says "median_error"); with
+    of `error_scale(first pass, plan.tau_scale)`: 1 when the plan says "absolute"); with
     `sweep_result` (calibration re-uses its sweeps for a new γ, or its first pass for a calibrated τ) those passes
     are not run again (but counted: the passes a prediction would run)."""
     brain = brain.astype(bool)
