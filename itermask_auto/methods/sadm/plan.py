@@ -6,7 +6,10 @@ project's 2-core reference CPU (smaller networks, batch 8, fewer steps; see CPU_
 the measurement)."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List
+
+from itermask_auto.methods.sadm.augment import NNUNET_INTENSITY_DEFAULTS
 
 # Behrendt et al.: 96×96 slices at 2 mm; AnoDDPM's simplex start wavelength of 64 px, kept on their 96-px slices
 AUTHORS_SLICE_EDGE, AUTHORS_START_WAVELENGTH = 96, 64.0
@@ -61,6 +64,7 @@ def default_plan(plans) -> Dict[str, Any]:
         "mask_threshold": 0.5, "blend_beta": [0.2, 1.0], "source_operations": 3,
         "lesion_count": [1, 3], "lesion_radius_mm": [3.0, 9.0], "lesion_contrast": [0.3, 0.5],
         "lesion_sign": "channel",
+        "delineation_augmentation": copy.deepcopy(NNUNET_INTENSITY_DEFAULTS),
         "dice_weight": 0.0, "labelled_fraction": 0.25, "labelled_lesion_slices": 0.75,
         "anomaly_map": "probability", "ssim_window": 11, "ssim_sigma": 1.0, "median_filter": 5,
         "inference_batch_slices": 64 if gpu else 16,
@@ -114,6 +118,11 @@ def _rules(plan: Dict[str, Any], gpu: bool, edge: int) -> Dict[str, str]:
                       "slices",
         "lesion": "the project's synthetic-lesion defaults: blob radius 3-9 mm, contrast 0.3-0.5 of the local "
                   "white-matter level, sign from the channel (T1: darker)",
+        "delineation_augmentation": "stage 2's training slices get nnU-Net v2's default intensity augmentations "
+                                    "({name: [range, probability]}; noise variance in z-score units) before "
+                                    "their anomaly, so that a global change of brightness, contrast, gamma, blur "
+                                    "or noise (another site) is learnt as normal; {} turns it off (plans made "
+                                    "before 2026-12-04 have none)",
         "labelled_fraction": "with --labelled: this fraction of stage-2 samples are labelled slices (lesion "
                              "slices with probability labelled_lesion_slices)",
         "anomaly_map": "probability (stage 2, the segmentation); 'ssim' = median3D_5(1 − SSIM(x, x̂)) (11-px "

@@ -2,7 +2,8 @@
 
 Stage 1 ("diffusion"): x₀ = the healthy slice in model space, t ~ U[0, T), ε = simplex (or Gaussian) noise,
 x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (DDPMScheduler.add_noise), loss = L1(network(x_t, t), x₀) over the slice.
-Stage 2 ("delineation", stage 1 frozen): each healthy slice gets a synthetic anomaly (anomalies.py), or in
+Stage 2 ("delineation", stage 1 frozen): each healthy training slice is first photometrically augmented
+(augment.py, plan `delineation_augmentation`; not in validation), then gets a synthetic anomaly (anomalies.py), or in
 training (not validation) is replaced by a labelled slice (--labelled); x̂ = the frozen diffusion model's x₀
 from x_t of the ANOMALOUS slice at t ~ U(delineation_t_range);
 loss = BCE-with-logits(SiameseUNet(x, x − x̂), mask) (+ dice_weight · soft Dice).
@@ -16,11 +17,12 @@ import numpy as np
 import torch
 
 from itermask_auto.methods.sadm.anomalies import synthetic_batch
+from itermask_auto.methods.sadm.augment import build_photometric, photometric_batch
 from itermask_auto.methods.sadm.networks import build_scheduler
 from itermask_auto.methods.sadm.noise import diffusion_noise
 from itermask_auto.training.data import crop_padded, slice_brain_centre
 
-SALT_DIFFUSION, SALT_ANOMALY, SALT_DELINEATION_NOISE = 11, 23, 37
+SALT_DIFFUSION, SALT_ANOMALY, SALT_DELINEATION_NOISE, SALT_PHOTOMETRIC = 11, 23, 37, 41
 
 
 def to_model_space(z, plan: Dict):
@@ -108,6 +110,11 @@ def delineation_inputs(batch, ctx, plan: Dict,
     plans = ctx.plans
     config = plans.configuration(ctx.configuration)
     x, brain = model_inputs(batch, plans, plan)
+    augmentation = plan.get("delineation_augmentation") or {}     # plans made before the key: none
+    if augmentation and ctx.training:     # validation sees the slices as they are
+        seeds = [int(rng.integers(2 ** 62)) for rng in sample_rngs(batch["seed"], SALT_PHOTOMETRIC)]
+        transforms = build_photometric(augmentation, float(plan["intensity_one"]) - float(plan["intensity_zero"]))
+        x = torch.from_numpy(photometric_batch(x.numpy(), brain.numpy(), seeds, transforms))
     rngs = sample_rngs(batch["seed"], SALT_ANOMALY)
     spacing = [s for a, s in enumerate(config.spacing) if a != config.slice_axis]
     images, masks, kinds = synthetic_batch(x.numpy(), brain.numpy(), spacing, list(plans.channel_names.values()),
