@@ -5,8 +5,9 @@ Why: the delineation network learns the training site's appearance. On the 1 mm 
 whose normalised brains sit outside every IXI scan's intensity distribution, it marked 4.6 % of the non-lesion
 brain after 20 epochs and 8.5 % after the planned 40 (docs/benchmarks.md, sadm sections). A slice whose global
 brightness, contrast, gamma, blur or noise changed, with no anomaly label, teaches that such a change is normal.
-The ranges and probabilities are nnU-Net v2's defaults (chosen on no test set); its noise variance is in
-z-score units and is converted to model space here. Left out: nnU-Net's inverted gamma (an inverted T1 is not a
+The ranges and probabilities are nnU-Net v2's defaults (chosen on no test set). Its noise range (0, 0.1) is
+passed as `noise_variance` but batchgeneratorsv2 draws it as the noise's standard deviation, so it is kept here
+as `noise_sd_z`, a standard deviation in z-score units, converted to model space. Left out: nnU-Net's inverted gamma (an inverted T1 is not a
 site change) and its low-resolution simulation (every scan is resampled to the plan's spacing)."""
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from itermask_auto.training.data import seeded_global_rngs
 
 # nnU-Net v2's defaults (nnUNetTrainer.get_training_transforms): (range, probability) per transform
 NNUNET_INTENSITY_DEFAULTS: Dict[str, list] = {
-    "noise_variance_z": [[0.0, 0.1], 0.1], "blur_sigma_px": [[0.5, 1.0], 0.2],
+    "noise_sd_z": [[0.0, 0.1], 0.1], "blur_sigma_px": [[0.5, 1.0], 0.2],
     "brightness": [[0.75, 1.25], 0.15], "contrast": [[0.75, 1.25], 0.15], "gamma": [[0.7, 1.5], 0.3],
 }
 KEYS = tuple(NNUNET_INTENSITY_DEFAULTS)
@@ -43,8 +44,8 @@ def build_photometric(augmentation: Dict[str, list], z_per_model_unit: float) ->
         if name not in augmentation:
             continue
         (lo, hi), p = augmentation[name]
-        if name == "noise_variance_z":
-            scale = 1.0 / float(z_per_model_unit) ** 2
+        if name == "noise_sd_z":   # batchgeneratorsv2's `noise_variance` is the standard deviation it draws
+            scale = 1.0 / float(z_per_model_unit)
             transform = GaussianNoiseTransform((lo * scale, hi * scale), p_per_channel=1, synchronize_channels=True)
         elif name == "blur_sigma_px":
             transform = GaussianBlurTransform((lo, hi), synchronize_channels=False, synchronize_axes=False,

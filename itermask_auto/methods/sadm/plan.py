@@ -119,7 +119,7 @@ def _rules(plan: Dict[str, Any], gpu: bool, edge: int) -> Dict[str, str]:
         "lesion": "the project's synthetic-lesion defaults: blob radius 3-9 mm, contrast 0.3-0.5 of the local "
                   "white-matter level, sign from the channel (T1: darker)",
         "delineation_augmentation": "stage 2's training slices get nnU-Net v2's default intensity augmentations "
-                                    "({name: [range, probability]}; noise variance in z-score units) before "
+                                    "({name: [range, probability]}; the noise standard deviation in z-score units) before "
                                     "their anomaly, so that a global change of brightness, contrast, gamma, blur "
                                     "or noise (another site) is learnt as normal; {} turns it off (plans made "
                                     "before 2026-12-04 have none)",
