@@ -7,8 +7,9 @@ brain after 20 epochs and 8.5 % after the planned 40 (docs/benchmarks.md, sadm s
 brightness, contrast, gamma, blur or noise changed, with no anomaly label, teaches that such a change is normal.
 The ranges and probabilities are nnU-Net v2's defaults (chosen on no test set). Its noise range (0, 0.1) is
 passed as `noise_variance` but batchgeneratorsv2 draws it as the noise's standard deviation, so it is kept here
-as `noise_sd_z`, a standard deviation in z-score units, converted to model space. Left out: nnU-Net's inverted gamma (an inverted T1 is not a
-site change) and its low-resolution simulation (every scan is resampled to the plan's spacing)."""
+as `noise_sd_z`, a standard deviation in z-score units, converted to model space. Left out: nnU-Net's inverted
+gamma (an inverted T1 is not a site change) and its low-resolution simulation (every scan is resampled to the
+plan's spacing)."""
 from __future__ import annotations
 
 from typing import Dict, Sequence

@@ -119,10 +119,10 @@ def _rules(plan: Dict[str, Any], gpu: bool, edge: int) -> Dict[str, str]:
         "lesion": "the project's synthetic-lesion defaults: blob radius 3-9 mm, contrast 0.3-0.5 of the local "
                   "white-matter level, sign from the channel (T1: darker)",
         "delineation_augmentation": "stage 2's training slices get nnU-Net v2's default intensity augmentations "
-                                    "({name: [range, probability]}; the noise standard deviation in z-score units) before "
-                                    "their anomaly, so that a global change of brightness, contrast, gamma, blur "
-                                    "or noise (another site) is learnt as normal; {} turns it off (plans made "
-                                    "before 2026-12-04 have none)",
+                                    "({name: [range, probability]}; the noise standard deviation in z-score "
+                                    "units) before their anomaly, so that a global change of brightness, "
+                                    "contrast, gamma, blur or noise (another site) is learnt as normal; {} turns "
+                                    "it off (plans made before 2026-12-04 have none)",
         "labelled_fraction": "with --labelled: this fraction of stage-2 samples are labelled slices (lesion "
                              "slices with probability labelled_lesion_slices)",
         "anomaly_map": "probability (stage 2, the segmentation); 'ssim' = median3D_5(1 − SSIM(x, x̂)) (11-px "
