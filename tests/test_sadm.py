@@ -19,6 +19,7 @@ from itermask_auto.experiment_planning.plans import Plans
 from itermask_auto.methods.registry import get_method
 from itermask_auto.methods.sadm import anomalies
 from itermask_auto.methods.sadm.anomalies import synthetic_anomaly
+from itermask_auto.methods.sadm.augment import NNUNET_INTENSITY_DEFAULTS
 from itermask_auto.methods.sadm.inference import ensemble
 from itermask_auto.methods.sadm.noise import field_bank, mask_bank, mask_field, octave_wavelengths, simplex_noise
 from itermask_auto.methods.sadm.plan import CPU_ITERATIONS, CPU_VALIDATION_ITERATIONS, default_plan
@@ -181,6 +182,7 @@ def test_training_reads_only_preprocessed_arrays(trained):
     note = json.loads((fold / "training_data.json").read_text())["synthetic_anomalies"]
     assert note["kinds"] == {"noise_blend": 1.0} and "none" in note["lesion_masks_read"]
     assert not any("blobs" in source for source in note["draws_from"])
+    assert note["photometric_augmentation"] == NNUNET_INTENSITY_DEFAULTS     # the plan's, recorded with the model
 
 
 def test_stage1_reconstructs_healthy_better_than_lesioned_inside_the_lesion(predictor):

@@ -95,4 +95,5 @@ class SADM(Method):
         return {"synthetic_anomalies": {
             "stage": DELINEATION, "kinds": kinds, "p_anomaly": plan["p_anomaly"],
             "made_on": "the fold's healthy training slices (preprocessed arrays)", "draws_from": sources,
+            "photometric_augmentation": plan.get("delineation_augmentation") or "none",
             "lesion_masks_read": "none: no lesion mask of any dataset is read to make them"}}
