@@ -5,7 +5,11 @@ Why: the delineation network learns the training site's appearance. On the 1 mm 
 whose normalised brains sit outside every IXI scan's intensity distribution, it marked 4.6 % of the non-lesion
 brain after 20 epochs and 8.5 % after the planned 40 (docs/benchmarks.md, sadm sections). A slice whose global
 brightness, contrast, gamma, blur or noise changed, with no anomaly label, teaches that such a change is normal.
-The ranges and probabilities are nnU-Net v2's defaults (chosen on no test set). Its noise range (0, 0.1) is
+The ranges and probabilities are nnU-Net v2's defaults (chosen on no test set), with two differences of form:
+gamma is drawn uniformly from its range (nnU-Net draws it below 1 half the time, via BGContrast; here with
+p 0.375, as measured on the real data), and model space has its zero at the background (z = −3), so a
+brightness factor b maps z to b·z + 3(b − 1): a scaling and a shift in z. This stacks on the engine's own mild
+augmentation of every training batch (training/data.py). Its noise range (0, 0.1) is
 passed as `noise_variance` but batchgeneratorsv2 draws it as the noise's standard deviation, so it is kept here
 as `noise_sd_z`, a standard deviation in z-score units, converted to model space. Left out: nnU-Net's inverted
 gamma (an inverted T1 is not a site change) and its low-resolution simulation (every scan is resampled to the
@@ -26,7 +30,8 @@ from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
 from itermask_auto.training.data import seeded_global_rngs
 
-# nnU-Net v2's defaults (nnUNetTrainer.get_training_transforms): (range, probability) per transform
+# nnU-Net v2's defaults (nnUNetTrainer.get_training_transforms): (range, probability) per transform; gamma and
+# contrast compute their statistics over the whole slice, background included, before it is reset to 0
 NNUNET_INTENSITY_DEFAULTS: Dict[str, list] = {
     "noise_sd_z": [[0.0, 0.1], 0.1], "blur_sigma_px": [[0.5, 1.0], 0.2],
     "brightness": [[0.75, 1.25], 0.15], "contrast": [[0.75, 1.25], 0.15], "gamma": [[0.7, 1.5], 0.3],
