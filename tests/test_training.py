@@ -247,9 +247,27 @@ def test_auto_precision_takes_bf16_only_with_native_cpu_bf16(monkeypatch, avx512
     """oneDNN reports bf16 'supported' on plain AVX-512 (emulated, 2.3x slower than fp32 there): auto needs the
     CPU's own bf16 instructions."""
     from itermask_auto.training.schedule import autocast_dtype
+    monkeypatch.delenv("ITERMASK_CPU_BF16", raising=False)   # the suite pins fp32 (conftest.py); here the CPU's flags
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert autocast_dtype(torch.device("cpu"), "auto") == expected
     assert autocast_dtype(torch.device("cpu"), "fp32") is None
     assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+
+
+@pytest.mark.parametrize("value, expected", [("0", None), ("1", torch.bfloat16), ("", "flags")])
+def test_cpu_bf16_environment_override(monkeypatch, value, expected):
+    """ITERMASK_CPU_BF16 decides `auto` on a CPU whatever its flags; empty = the flags; other values refused."""
+    from itermask_auto.training.schedule import autocast_dtype
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        monkeypatch.setenv("ITERMASK_CPU_BF16", value)
+        want = (torch.bfloat16 if native and torch.backends.mkldnn.is_available() else None) \
+            if expected == "flags" else expected
+        assert autocast_dtype(torch.device("cpu"), "auto") == want
+        assert autocast_dtype(torch.device("cpu"), "fp32") is None
+    monkeypatch.setenv("ITERMASK_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="ITERMASK_CPU_BF16='yes'"):
+        autocast_dtype(torch.device("cpu"), "auto")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Iterable, Optional
 
 import torch
@@ -33,10 +34,20 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], plan: TrainingPlan) ->
     raise ValueError(f"unknown optimizer '{plan.optimizer}' (adam|adamw|sgd)")
 
 
+CPU_BF16_ENV = "ITERMASK_CPU_BF16"
+
+
 def cpu_bf16_supported() -> bool:
     """True where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX). oneDNN also runs bf16 on plain AVX-512
     and AVX2 by emulation (torch.ops.mkldnn._is_mkldnn_bf16_supported() says True on AVX-512), but that is slower
-    than fp32: 2.3x on an AVX-512 Xeon without AVX512-BF16 (conv 3x3 fwd+bwd), ~20x on AVX2."""
+    than fp32: 2.3x on an AVX-512 Xeon without AVX512-BF16 (conv 3x3 fwd+bwd), ~20x on AVX2.
+    ITERMASK_CPU_BF16=0 answers False (fp32 for `auto` on any CPU: the same numbers on every machine, as the test
+    suite needs), =1 answers True; unset or empty: the CPU's own flags."""
+    override = os.environ.get(CPU_BF16_ENV, "").strip()
+    if override:
+        if override not in ("0", "1"):
+            raise ValueError(f"{CPU_BF16_ENV}={override!r}: use 0 (fp32 for 'auto' on CPUs) or 1 (bf16), or unset it")
+        return override == "1"
     try:
         return bool(torch.backends.mkldnn.is_available()
                     and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
