@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from itermask_auto.training.schedule import CPU_BF16_ENV
+
 # One precision for the whole suite, on every CPU: `auto` takes bf16 on CPUs with native bf16 (AVX512-BF16/AMX),
 # which changes every trained model and map there; the tests compare maps with stored ones, resumed runs with
 # straight ones and trained phantoms with fixed bounds, all measured in fp32. Set here, so the commands the tests
 # start as subprocesses inherit it; tests of the bf16 rule itself unset it.
-os.environ["ITERMASK_CPU_BF16"] = "0"
+os.environ[CPU_BF16_ENV] = "0"
 
 SHARED_DATA = Path(os.environ.get("ITERMASK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -246,8 +246,8 @@ def test_worker_loader_yields_batches(roots):
 def test_auto_precision_takes_bf16_only_with_native_cpu_bf16(monkeypatch, avx512_bf16, amx, expected):
     """oneDNN reports bf16 'supported' on plain AVX-512 (emulated, 2.3x slower than fp32 there): auto needs the
     CPU's own bf16 instructions."""
-    from itermask_auto.training.schedule import autocast_dtype
-    monkeypatch.delenv("ITERMASK_CPU_BF16", raising=False)   # the suite pins fp32 (conftest.py); here the CPU's flags
+    from itermask_auto.training.schedule import CPU_BF16_ENV, autocast_dtype
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)   # the suite pins fp32 (conftest.py); here the CPU's flags
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
@@ -256,18 +256,20 @@ def test_auto_precision_takes_bf16_only_with_native_cpu_bf16(monkeypatch, avx512
     assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
 
 
-@pytest.mark.parametrize("value, expected", [("0", None), ("1", torch.bfloat16), ("", "flags")])
-def test_cpu_bf16_environment_override(monkeypatch, value, expected):
+NATIVE = torch.bfloat16 if torch.backends.mkldnn.is_available() else None   # what a CPU with bf16 gets from auto
+
+
+@pytest.mark.parametrize("value, with_native_bf16, without", [("0", None, None), ("1", torch.bfloat16, torch.bfloat16),
+                                                              ("", NATIVE, None)])
+def test_cpu_bf16_environment_override(monkeypatch, value, with_native_bf16, without):
     """ITERMASK_CPU_BF16 decides `auto` on a CPU whatever its flags; empty = the flags; other values refused."""
-    from itermask_auto.training.schedule import autocast_dtype
-    for native in (False, True):
+    from itermask_auto.training.schedule import CPU_BF16_ENV, autocast_dtype
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setenv(CPU_BF16_ENV, value)
+    for native, expected in ((True, with_native_bf16), (False, without)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-        monkeypatch.setenv("ITERMASK_CPU_BF16", value)
-        want = (torch.bfloat16 if native and torch.backends.mkldnn.is_available() else None) \
-            if expected == "flags" else expected
-        assert autocast_dtype(torch.device("cpu"), "auto") == want
+        assert autocast_dtype(torch.device("cpu"), "auto") == expected
         assert autocast_dtype(torch.device("cpu"), "fp32") is None
-    monkeypatch.setenv("ITERMASK_CPU_BF16", "yes")
+    monkeypatch.setenv(CPU_BF16_ENV, "yes")
     with pytest.raises(ValueError, match="ITERMASK_CPU_BF16='yes'"):
         autocast_dtype(torch.device("cpu"), "auto")
