@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from itermask_auto.experiment_planning.throughput import THROUGHPUT_ENV
 from itermask_auto.training.schedule import CPU_BF16_ENV
 
 # One precision for the whole suite, on every CPU: `auto` takes bf16 on CPUs with native bf16 (AVX512-BF16/AMX),
@@ -13,6 +14,9 @@ from itermask_auto.training.schedule import CPU_BF16_ENV
 # straight ones and trained phantoms with fixed bounds, all measured in fp32. Set here, so the commands the tests
 # start as subprocesses inherit it; tests of the bf16 rule itself unset it.
 os.environ[CPU_BF16_ENV] = "0"
+# Plans made by the tests take the reference CPU's throughput, not a timing of this machine: the same epochs on
+# every run (tests/test_planning_throughput.py times the step itself).
+os.environ[THROUGHPUT_ENV] = "reference"
 
 SHARED_DATA = Path(os.environ.get("ITERMASK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence
 from itermask_auto.experiment_planning.fingerprint import extract_fingerprint
 from itermask_auto.experiment_planning.planner import plan_experiment
 from itermask_auto.experiment_planning.plans import FINGERPRINT_FILE, PLANS_FILE, Plans
+from itermask_auto.experiment_planning.throughput import measure_seconds_per_iteration, throughput_mode
 from itermask_auto.imageio.errors import InputError
 from itermask_auto.paths import preprocessed_root, raw_root
 from itermask_auto.preprocessing.preprocessor import preprocess_case
@@ -112,8 +113,12 @@ def _preprocess_one(case_id: str, channel_paths: List[Path], mask_path: Path, pl
 
 def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d", "2d"), num_processes: int = 2,
                         profile: str = "cpu", gpu_memory_gb: Optional[float] = None, clean: bool = False,
-                        verify_dataset_integrity: bool = False, plan_only: bool = False) -> Path:
-    """Run the whole first stage for one dataset; return the preprocessed dataset folder."""
+                        verify_dataset_integrity: bool = False, plan_only: bool = False,
+                        throughput: Optional[str] = None) -> Path:
+    """Run the whole first stage for one dataset; return the preprocessed dataset folder. throughput (cpu profile):
+    "measure" times the planned network's step here to plan the epochs, "reference" plans for the project's
+    reference CPU; None reads ITERMASK_PLAN_THROUGHPUT, else "measure"."""
+    timer = measure_seconds_per_iteration if throughput_mode(throughput) == "measure" and profile == "cpu" else None
     raw_folder = find_dataset(raw_root(), dataset)
     meta, cases, masks = collect_training_cases(raw_folder)
     logger.info("%s: %d training cases, %d channel(s) %s, %d given brain masks", raw_folder.name, len(cases),
@@ -134,7 +139,8 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                     shutil.copyfile(final / name, staging / name)
         fingerprint = extract_fingerprint(cases, masks, staging / "brain_masks", num_processes)
         write_json(staging / FINGERPRINT_FILE, fingerprint)
-        plans = plan_experiment(fingerprint, meta, raw_folder.name, profile=profile, gpu_memory_gb=gpu_memory_gb)
+        plans = plan_experiment(fingerprint, meta, raw_folder.name, profile=profile, gpu_memory_gb=gpu_memory_gb,
+                                step_timer=timer)
         plans.save(staging / PLANS_FILE)
         log_plan_summary(plans)
         if not plan_only:

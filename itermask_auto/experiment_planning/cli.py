@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hardware profile the plan targets (default: gpu if CUDA is available, else cpu)")
     p.add_argument("-gpu_memory_target", type=float, default=None,
                    help="GPU memory budget in GB for the gpu profile (default 8)")
+    p.add_argument("--throughput", choices=["measure", "reference"], default=None,
+                   help="cpu profile: plan the epochs that fill the 75-min budget at the step time measured on this "
+                        "machine (measure, default; a few seconds) or at the project's reference 2-core CPU "
+                        "(reference: the same plan on every machine). Default from ITERMASK_PLAN_THROUGHPUT, else "
+                        "measure")
     p.add_argument("--verify_dataset_integrity", action="store_true", help="read and check every file first")
     p.add_argument("--clean", action="store_true", help="start from scratch (also drops an existing splits.json)")
     p.add_argument("--plan_only", action="store_true",
@@ -69,7 +74,8 @@ def main(argv=None) -> int:
         for dataset in args.dataset:
             plan_and_preprocess(dataset, args.configurations, args.num_processes, profile=profile,
                                 gpu_memory_gb=args.gpu_memory_target, clean=args.clean,
-                                verify_dataset_integrity=args.verify_dataset_integrity, plan_only=args.plan_only)
+                                verify_dataset_integrity=args.verify_dataset_integrity, plan_only=args.plan_only,
+                                throughput=args.throughput)
     except BatchError as e:
         for _, err in e.errors:
             logger.error("%s", err)

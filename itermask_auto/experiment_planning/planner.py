@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -35,12 +35,22 @@ PROFILES = {
     "cpu": dict(memory_gb=0.15, min_batch=2, max_batch=2, base_features=8, max_features=256,
                 epochs=None, iterations=50, batch_2d=8, masked_loss_weight=5.0),
 }
-# CPU recipe: epochs fill a wall-clock budget at a throughput measured on this project's 2-core reference CPU
-# (benchmarks/train_speed.py, bf16 autocast); a faster machine simply finishes sooner.
+# CPU recipe: epochs fill a wall-clock budget. By default the planning machine times the planned network's step
+# (throughput.py) and the epochs follow from that; the `reference` rule uses the throughput of this project's first
+# 2-core CPU (AMD EPYC AVX2, fp32), the same plan on every machine (a faster machine simply finishes sooner).
 CPU_TRAIN_BUDGET_S = 75 * 60
-# fp32 (this CPU, AMD EPYC AVX2, has no native bf16; bf16 autocast is far slower). Calibrated on the IXI fold-0
-# run: 8.0 planned 44 epochs for 75 min but they took 58 min (79.1 s/epoch), so 8.0 x 75/58 ~ 10.3
+# reference rule: calibrated on the IXI fold-0 run of that CPU: 8.0 planned 44 epochs for 75 min but they took
+# 58 min (79.1 s/epoch), so 8.0 x 75/58 ~ 10.3
 CPU_GMAC_PER_S = 10.3
+# measured rule: an iteration = the timed step x 1.15 (the per-epoch validation, as above) + the data pipeline
+# (crop, augmentation, mask; in the training process by default), which the timed step leaves out. Its cost, fitted
+# to the IXI epochs of a 2-core AVX512-BF16 EPYC (3d: 17.8 s per epoch at a 0.194 s step, batch 2 x 64x80x48;
+# 2d: 10.6 s at 0.139 s, batch 8 x 96x80): 0.252 us per voxel of the batch + 4.6 ms per sample. The same terms
+# give 77 s per epoch for the AVX2 reference CPU's 1.22 s fp32 step, where 79 s were measured.
+CPU_VALIDATION_FACTOR = 1.15
+CPU_DATA_S_PER_VOXEL = 0.252e-6
+CPU_DATA_S_PER_SAMPLE = 4.6e-3
+StepTimer = Callable[[ConfigurationPlan], tuple[float, str]]
 MAX_BATCH_DATASET_FRACTION = 0.05
 MAX_2D_PATCH = 256
 
@@ -114,26 +124,43 @@ def plan_2d(fp, spacing, channels: int, profile: Dict, name: str) -> Configurati
         estimated_memory_gb=round(activation_memory_gb(patch, strides, features, batch), 3))
 
 
-def plan_training(profile_name: str, config: ConfigurationPlan) -> tuple[TrainingPlan, str]:
+def plan_training(profile_name: str, config: ConfigurationPlan,
+                  step_timer: Optional[StepTimer] = None) -> tuple[TrainingPlan, str]:
+    """The epochs × iterations: fixed on the GPU profile; on the CPU profile those that fill CPU_TRAIN_BUDGET_S, at
+    the step time step_timer measures on this machine, or (no timer) at the reference CPU's throughput."""
     profile = PROFILES[profile_name]
     iterations = profile["iterations"]
     if profile["epochs"] is not None:
         return TrainingPlan(num_epochs=profile["epochs"], iterations_per_epoch=iterations,
                             lr_schedule="step"), f"{profile_name} profile: fixed {profile['epochs']}×{iterations}, " \
             "IterMask3D's step schedule"
+    schedule = "poly learning rate: with so few epochs the reference's ×0.1 step stalled the masked error (IXI fold 0)"
+    budget = f"cpu profile: {CPU_TRAIN_BUDGET_S // 60} min budget"
+    if step_timer is not None:
+        step, measured = step_timer(config)
+        data = config.batch_size * (CPU_DATA_S_PER_VOXEL * math.prod(config.patch_size) + CPU_DATA_S_PER_SAMPLE)
+        seconds_per_iteration = step * CPU_VALIDATION_FACTOR + data
+        epochs = int(max(10, min(300, CPU_TRAIN_BUDGET_S / (seconds_per_iteration * iterations))))
+        rule = (f"{budget} / ({step:.3f} s/step × {CPU_VALIDATION_FACTOR} validation + {data:.3f} s data pipeline) "
+                f"× {iterations} it → {epochs} epochs; step time {measured} on the planning machine "
+                f"(`--throughput reference` plans for the project's reference CPU instead); {schedule}")
+        return TrainingPlan(num_epochs=epochs, iterations_per_epoch=iterations, lr_schedule="poly"), rule
     net = config.network
     gmacs = conv_gmacs(config.patch_size, net.strides, net.kernel_sizes, net.features_per_stage,
                        net.input_channels, net.output_channels)
     seconds_per_iteration = 3 * gmacs * config.batch_size / CPU_GMAC_PER_S  # forward + backward ≈ 3 forwards
-    epochs = int(max(10, min(300, CPU_TRAIN_BUDGET_S / (seconds_per_iteration * iterations * 1.15))))
-    rule = (f"cpu profile: {CPU_TRAIN_BUDGET_S // 60} min budget / ({gmacs:.1f} GMAC × 3 × batch "
-            f"{config.batch_size} / {CPU_GMAC_PER_S} GMAC/s × {iterations} it × 1.15 validation) → {epochs} epochs; "
-            "poly learning rate: with so few epochs the reference's ×0.1 step stalled the masked error (IXI fold 0)")
+    epochs = int(max(10, min(300, CPU_TRAIN_BUDGET_S / (seconds_per_iteration * iterations * CPU_VALIDATION_FACTOR))))
+    rule = (f"{budget} / ({gmacs:.1f} GMAC × 3 × batch {config.batch_size} / {CPU_GMAC_PER_S} GMAC/s × "
+            f"{iterations} it × {CPU_VALIDATION_FACTOR} validation) → {epochs} epochs; "
+            f"{schedule}")
     return TrainingPlan(num_epochs=epochs, iterations_per_epoch=iterations, lr_schedule="poly"), rule
 
 
 def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_name: str,
-                    profile: str = "cpu", gpu_memory_gb: float | None = None) -> Plans:
+                    profile: str = "cpu", gpu_memory_gb: float | None = None,
+                    step_timer: Optional[StepTimer] = None) -> Plans:
+    """The plan for one dataset. step_timer (cpu profile): times the planned network's training step on this
+    machine, so the epochs fill the CPU budget here; None plans for the reference CPU (deterministic)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile '{profile}' (known: {sorted(PROFILES)})")
     prof = dict(PROFILES[profile])
@@ -145,7 +172,7 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
     configs = {"3d": plan_3d(fp, spacing_3d, channels, prof, plans_name),
                "2d": plan_2d(fp, spacing_2d, channels, prof, plans_name)}
     default = "2d" if ratio > ANISOTROPY_THRESHOLD else "3d"
-    training, training_rule = plan_training(profile, configs[default])
+    training, training_rule = plan_training(profile, configs[default], step_timer)
     coarsest = max(spacing_3d)
     hf_radius = min(REFERENCE_HF_RADIUS, 0.5 * 0.5 / coarsest)  # at most half of the coarsest Nyquist
     rules.update({
