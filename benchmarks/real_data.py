@@ -2,12 +2,13 @@
 held-out IXI scans with synthetic lesions; one table per method x test set into docs/benchmarks.md.
 
     python benchmarks/real_data.py [--methods itermask3d oneshot ae itermask2:2d] [--epochs N] [--iterations N]
-                                   [--device cpu|cuda] [--profile cpu|gpu] [--workers N]
-                                   [--work_dir work_data/real_data] [--artefacts] [--smoke] [--mode itermask2]
+                                   [--device cpu|cuda] [--profile cpu|gpu] [--throughput measure|reference]
+                                   [--workers N] [--work_dir DIR] [--artefacts] [--smoke] [--mode itermask2]
 
 A run is METHOD or METHOD:CONFIGURATION (default: the method's own, e.g. 2d for itermask2, 3d for itermask3d).
-`--device cuda --profile cpu` runs the CPU recipe (epochs x iterations planned for the 2-core CPU) on a GPU: the same
-models, sooner.
+The cpu profile's epochs fill 75 min at the step timed here (`--throughput measure`, default on a CPU); `--device
+cuda --profile cpu` runs the reference CPU's recipe on a GPU (`--throughput reference`, default there). A plan
+already in --work_dir is kept.
 
 Steps (each skipped when its output exists; everything lives under --work_dir, which gets its own
 ITERMASK_raw/_preprocessed/_results):
@@ -23,9 +24,8 @@ ITERMASK_raw/_preprocessed/_results):
 3. Plan and preprocess Dataset001 (the configurations the runs need), train fold 0 of each method (unless a final
    checkpoint with the same epochs exists), calibrate on the fold's healthy validation cases.
 4. Predict every test set, evaluate with itermask_auto.evaluation (calibrated threshold, never the labels), write
-   the table between the real_data markers of docs/benchmarks.md (replaced on rerun).
---smoke replaces the data by phantoms (tiny, minutes on a CPU) and writes the table to WORK_DIR/benchmarks_smoke.md.
-"""
+   the table between the real_data markers of docs/benchmarks.md (replaced on rerun). --smoke: phantoms instead
+   (tiny, minutes on a CPU), the table to WORK_DIR/benchmarks_smoke.md."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a clone without `pip install -e .`
 from itermask_auto.utilities.atomic import atomic_path, read_json, write_json  # noqa: E402
@@ -65,9 +64,8 @@ def parse_run(run: str) -> tuple[str, str]:
 
 
 def held_out(cases: List[str], n: int = 16) -> List[str]:
-    cases = sorted(cases)
     step = max(1, len(cases) // n)
-    return cases[step // 2::step][:n]
+    return sorted(cases)[step // 2::step][:n]
 
 
 def set_roots(work: Path) -> Dict[str, Path]:
@@ -165,7 +163,7 @@ def preprocess(args, root: Path, configurations: List[str]):
                or len(list_preprocessed_cases(existing / plans.configuration(c).data_identifier)) < 2]
     if missing:
         plan_and_preprocess(IXI, tuple(missing), num_processes=args.np,
-                            profile=plans.profile if plans is not None else args.profile)
+                            profile=plans.profile if plans is not None else args.profile, throughput=args.throughput)
     return Plans.load(find_dataset(root, IXI) / PLANS_FILE)
 
 
@@ -357,6 +355,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--profile", choices=("cpu", "gpu"), default=None,
                    help="planner profile (default: gpu with --device cuda, else cpu); --device cuda --profile cpu "
                         "runs the CPU recipe on a GPU")
+    p.add_argument("--throughput", choices=("measure", "reference"), default=None, help="cpu profile's epochs: "
+                   "from the step timed here (default on a CPU) or the reference CPU's rule (default on cuda)")
     p.add_argument("--work_dir", type=Path, default=REPO / "work_data" / "real_data")
     p.add_argument("--n_held_out", type=int, default=16)
     p.add_argument("--np", type=int, default=2, help="processes for preprocessing")
@@ -370,6 +370,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.mode and {m for m, _ in runs} != {"itermask3d"}:
         raise SystemExit("--mode is an itermask3d inference mode: run it with --methods itermask3d only")
     args.profile = args.profile or ("gpu" if args.device.startswith("cuda") else "cpu")
+    args.throughput = args.throughput or ("reference" if args.device.startswith("cuda") else "measure")
     if args.smoke:   # a few iterations: the smoke run checks the plumbing, not the models
         args.epochs, args.iterations = args.epochs or 1, args.iterations or 3
     start = time.perf_counter()

@@ -8,11 +8,11 @@ from itermask_auto.dataset_conversion.phantom import write_phantom_dataset
 from itermask_auto.experiment_planning.cli import main as plan_main
 from itermask_auto.experiment_planning.planner import (CPU_DATA_S_PER_SAMPLE, CPU_DATA_S_PER_VOXEL,
                                                        CPU_TRAIN_BUDGET_S, CPU_VALIDATION_FACTOR, PROFILES,
-                                                       plan_experiment)
+                                                       plan_experiment, plan_training)
 from itermask_auto.experiment_planning.plans import Plans
 from itermask_auto.experiment_planning.throughput import (THROUGHPUT_ENV, measure_seconds_per_iteration,
                                                           throughput_mode)
-from test_reference_plans import DATASET_JSON, _fingerprint   # tests/ is on sys.path, as for conftest
+from test_reference_plans import DATASET_JSON, PLANS_DIR, _fingerprint   # tests/ is on sys.path, as for conftest
 
 ITERATIONS = PROFILES["cpu"]["iterations"]
 
@@ -47,20 +47,32 @@ def test_a_faster_machine_plans_more_epochs_and_limits_hold():
     assert _plan_with_step(0.1, profile="gpu").training.num_epochs == PROFILES["gpu"]["epochs"]
 
 
-def test_without_a_timer_the_reference_rule_is_kept():
-    fp = _fingerprint([(2.0,) * 3] * 6)
-    reference = plan_experiment(fp, DATASET_JSON, "D")
-    assert reference.to_dict() == plan_experiment(fp, DATASET_JSON, "D").to_dict()
-    assert "GMAC/s" in reference.rules["training"] and "measured" not in reference.rules["training"]
+def test_ixi_plan_at_a_measured_step_gives_the_hand_computed_epochs():
+    """IXI's reference 3d configuration (batch 2 × 64×80×48) at a 0.194 s step: 0.194 × 1.15 + 2 × (0.252 µs ×
+    245,760 + 4.6 ms) = 0.356 s per iteration, 17.8 s per epoch, 252 epochs in 75 min; the reference rule: 57."""
+    config = Plans.load(PLANS_DIR / "Dataset001_IXI_T1" / "itermask_plans.json").configuration("3d")
+    assert (config.patch_size, config.batch_size) == ([64, 80, 48], 2)
+    training, rule = plan_training("cpu", config, lambda c: (0.194, "fake"))
+    assert training.num_epochs == 252 and "0.133 s data pipeline" in rule
+    assert plan_training("cpu", config)[0].num_epochs == 57
 
 
 def test_measured_step_on_a_small_network():
     small_heads = _fingerprint([(2.0,) * 3] * 6, shape_mm=(48.0, 48.0, 48.0))   # a 24³ patch: a quick probe
     config = plan_experiment(small_heads, DATASET_JSON, "D").configuration("3d")
     threads = torch.get_num_threads()
-    seconds, what = measure_seconds_per_iteration(config, warmup=1, steps=2)
+    torch.set_num_threads(1)   # unlike the probe's (all cores): the restore below is then a real check
+    try:
+        torch.manual_seed(7)
+        expected_draw = torch.rand(1)
+        torch.manual_seed(7)
+        seconds, what = measure_seconds_per_iteration(config, warmup=1, steps=2)
+        assert torch.rand(1) == expected_draw   # the caller's random stream is untouched
+        assert torch.get_num_threads() == 1     # and its thread count
+    finally:
+        torch.set_num_threads(threads)
     assert 0 < seconds < 60 and "s per step" in what and str(config.patch_size) in what
-    assert torch.get_num_threads() == threads   # training's own thread count is not changed behind its back
+    assert "fp32" in what   # the suite pins fp32 (conftest): the probe takes the precision training would
 
 
 def test_throughput_mode_from_argument_environment_and_default(monkeypatch):
@@ -89,3 +101,18 @@ def test_plan_command_measures_by_default_and_refuses_a_bad_mode(data_roots, mon
     assert plan_main(args + ["--throughput", "reference", "--clean"]) == 0
     reference = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json")
     assert "GMAC/s" in reference.rules["training"]
+
+
+def test_a_replan_that_moves_the_epochs_says_so(data_roots, monkeypatch, caplog):
+    from itermask_auto.experiment_planning import api
+    raw = write_phantom_dataset(data_roots["raw"], dataset_id=992, n_train=3, n_test_healthy=1, n_test_lesion=1,
+                                size=(32, 40, 32), spacing=(3.0, 3.0, 3.0), with_masks=False)
+    monkeypatch.setattr(api, "measure_seconds_per_iteration", lambda config: (100.0, "a slow machine"))
+    args = ["-d", "992", "-np", "1", "--profile", "cpu", "-c", "3d", "--plan_only"]
+    assert plan_main(args + ["--throughput", "measure"]) == 0
+    assert Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json").training.num_epochs == 10
+    caplog.clear()
+    assert plan_main(args + ["--throughput", "reference"]) == 0
+    reference = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json").training.num_epochs
+    assert reference != 10
+    assert any(f"changed from 10 to {reference}" in r.getMessage() for r in caplog.records)

@@ -47,6 +47,14 @@ def clear_leftovers_of_killed_runs(final: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def planned_epochs(plans_file: Path) -> Optional[int]:
+    """The training epochs an existing plan holds; None where there is none or it cannot be read."""
+    try:
+        return int(read_json(plans_file)["training"]["num_epochs"])
+    except Exception:   # no or unreadable old plan: nothing to compare with
+        return None
+
+
 def unchanged_data_folders(final: Path, staging: Path, plans: Plans, preprocessed_now: set,
                            cases: Sequence[str]) -> List[str]:
     """Data folders of `final` to carry over: configurations not preprocessed in this run (all of them with
@@ -143,6 +151,10 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                                 step_timer=timer)
         plans.save(staging / PLANS_FILE)
         log_plan_summary(plans)
+        earlier = planned_epochs(final / PLANS_FILE)
+        if earlier is not None and earlier != plans.training.num_epochs:   # a timed step moves with machine and load
+            logger.warning("the planned epochs changed from %s to %d (%s)", earlier, plans.training.num_epochs,
+                           "the training step timed on this machine" if timer else "the reference rule")
         if not plan_only:
             for name in configurations:
                 config = plans.configuration(name)

@@ -124,6 +124,11 @@ def plan_2d(fp, spacing, channels: int, profile: Dict, name: str) -> Configurati
         estimated_memory_gb=round(activation_memory_gb(patch, strides, features, batch), 3))
 
 
+def budget_epochs(seconds_per_epoch: float) -> int:
+    """Epochs that fill the CPU budget, at least 10 (a useful model) and at most 300 (the gpu recipe's)."""
+    return int(max(10, min(300, CPU_TRAIN_BUDGET_S / seconds_per_epoch)))
+
+
 def plan_training(profile_name: str, config: ConfigurationPlan,
                   step_timer: Optional[StepTimer] = None) -> tuple[TrainingPlan, str]:
     """The epochs × iterations: fixed on the GPU profile; on the CPU profile those that fill CPU_TRAIN_BUDGET_S, at
@@ -140,7 +145,7 @@ def plan_training(profile_name: str, config: ConfigurationPlan,
         step, measured = step_timer(config)
         data = config.batch_size * (CPU_DATA_S_PER_VOXEL * math.prod(config.patch_size) + CPU_DATA_S_PER_SAMPLE)
         seconds_per_iteration = step * CPU_VALIDATION_FACTOR + data
-        epochs = int(max(10, min(300, CPU_TRAIN_BUDGET_S / (seconds_per_iteration * iterations))))
+        epochs = budget_epochs(seconds_per_iteration * iterations)
         rule = (f"{budget} / ({step:.3f} s/step × {CPU_VALIDATION_FACTOR} validation + {data:.3f} s data pipeline) "
                 f"× {iterations} it → {epochs} epochs; step time {measured} on the planning machine "
                 f"(`--throughput reference` plans for the project's reference CPU instead); {schedule}")
@@ -149,7 +154,7 @@ def plan_training(profile_name: str, config: ConfigurationPlan,
     gmacs = conv_gmacs(config.patch_size, net.strides, net.kernel_sizes, net.features_per_stage,
                        net.input_channels, net.output_channels)
     seconds_per_iteration = 3 * gmacs * config.batch_size / CPU_GMAC_PER_S  # forward + backward ≈ 3 forwards
-    epochs = int(max(10, min(300, CPU_TRAIN_BUDGET_S / (seconds_per_iteration * iterations * CPU_VALIDATION_FACTOR))))
+    epochs = budget_epochs(seconds_per_iteration * iterations * CPU_VALIDATION_FACTOR)
     rule = (f"{budget} / ({gmacs:.1f} GMAC × 3 × batch {config.batch_size} / {CPU_GMAC_PER_S} GMAC/s × "
             f"{iterations} it × {CPU_VALIDATION_FACTOR} validation) → {epochs} epochs; "
             f"{schedule}")
