@@ -6,9 +6,8 @@ held-out IXI scans with synthetic lesions; one table per method x test set into 
                                    [--workers N] [--work_dir DIR] [--artefacts] [--smoke] [--mode itermask2]
 
 A run is METHOD or METHOD:CONFIGURATION (default: the method's own, e.g. 2d for itermask2, 3d for itermask3d).
-The cpu profile's epochs fill 75 min at the step timed here (`--throughput measure`, default on a CPU); `--device
-cuda --profile cpu` runs the reference CPU's recipe on a GPU (`--throughput reference`, default there). A plan
-already in --work_dir is kept.
+cpu profile epochs: from the step timed here (`--throughput measure`, default on a CPU) or the reference CPU's rule
+(`reference`, default with `--device cuda`: `--profile cpu` then runs that recipe on a GPU); a plan in --work_dir stays.
 
 Steps (each skipped when its output exists; everything lives under --work_dir, which gets its own
 ITERMASK_raw/_preprocessed/_results):
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a clone without `pip install -e .`
 from itermask_auto.utilities.atomic import atomic_path, read_json, write_json  # noqa: E402

@@ -47,15 +47,15 @@ def clear_leftovers_of_killed_runs(final: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def planned_epochs(plans_file: Path) -> Optional[int]:
-    """The training epochs an existing plan holds; None where there is none or it cannot be read."""
+def earlier_plan(final: Path) -> Optional[Plans]:
+    """The plan already in the preprocessed folder; None where there is none or it cannot be read."""
     try:
-        return int(read_json(plans_file)["training"]["num_epochs"])
-    except Exception:   # no or unreadable old plan: nothing to compare with
+        return Plans.load(final / PLANS_FILE)
+    except Exception:  # no or unreadable old plan: nothing to compare with
         return None
 
 
-def unchanged_data_folders(final: Path, staging: Path, plans: Plans, preprocessed_now: set,
+def unchanged_data_folders(old: Optional[Plans], final: Path, staging: Path, plans: Plans, preprocessed_now: set,
                            cases: Sequence[str]) -> List[str]:
     """Data folders of `final` to carry over: configurations not preprocessed in this run (all of them with
     --plan_only) that the new plan preprocesses exactly as the old one did, for the same cases and fingerprint (a
@@ -65,9 +65,7 @@ def unchanged_data_folders(final: Path, staging: Path, plans: Plans, preprocesse
         same_fingerprint = read_json(final / FINGERPRINT_FILE) == read_json(staging / FINGERPRINT_FILE)
     except Exception:
         same_fingerprint = False
-    try:
-        old = Plans.load(final / PLANS_FILE)
-    except Exception:  # no or unreadable old plan: nothing can be shown to be unchanged
+    if old is None:   # nothing can be shown to be unchanged
         return kept
     for name in sorted(set(old.configurations) & set(plans.configurations) - preprocessed_now):
         folder = final / old.configuration(name).data_identifier
@@ -151,9 +149,10 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                                 step_timer=timer)
         plans.save(staging / PLANS_FILE)
         log_plan_summary(plans)
-        earlier = planned_epochs(final / PLANS_FILE)
-        if earlier is not None and earlier != plans.training.num_epochs:   # a timed step moves with machine and load
-            logger.warning("the planned epochs changed from %s to %d (%s)", earlier, plans.training.num_epochs,
+        old = earlier_plan(final)
+        if old is not None and old.training.num_epochs != plans.training.num_epochs:   # a timed step varies
+            logger.warning("the planned epochs changed from %d to %d (%s)", old.training.num_epochs,
+                           plans.training.num_epochs,
                            "the training step timed on this machine" if timer else "the reference rule")
         if not plan_only:
             for name in configurations:
@@ -165,7 +164,7 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         kept: List[str] = []
         if final.is_dir() and not clean:
             done = set() if plan_only else set(configurations)
-            kept = unchanged_data_folders(final, staging, plans, done, list(cases))
+            kept = unchanged_data_folders(old, final, staging, plans, done, list(cases))
         # swap by renames; valid arrays move from the old folder into the new one only once it is in place, so no
         # failure can leave them in the staging folder that is cleaned up below
         aside = final.with_name(f".{final.name}.replaced-{os.getpid()}")

@@ -144,21 +144,19 @@ def plan_training(profile_name: str, config: ConfigurationPlan,
     if step_timer is not None:
         step, measured = step_timer(config)
         data = config.batch_size * (CPU_DATA_S_PER_VOXEL * math.prod(config.patch_size) + CPU_DATA_S_PER_SAMPLE)
-        seconds_per_iteration = step * CPU_VALIDATION_FACTOR + data
-        epochs = budget_epochs(seconds_per_iteration * iterations)
+        epochs = budget_epochs((step * CPU_VALIDATION_FACTOR + data) * iterations)
         rule = (f"{budget} / ({step:.3f} s/step × {CPU_VALIDATION_FACTOR} validation + {data:.3f} s data pipeline) "
                 f"× {iterations} it → {epochs} epochs; step time {measured} on the planning machine "
-                f"(`--throughput reference` plans for the project's reference CPU instead); {schedule}")
-        return TrainingPlan(num_epochs=epochs, iterations_per_epoch=iterations, lr_schedule="poly"), rule
-    net = config.network
-    gmacs = conv_gmacs(config.patch_size, net.strides, net.kernel_sizes, net.features_per_stage,
-                       net.input_channels, net.output_channels)
-    seconds_per_iteration = 3 * gmacs * config.batch_size / CPU_GMAC_PER_S  # forward + backward ≈ 3 forwards
-    epochs = budget_epochs(seconds_per_iteration * iterations * CPU_VALIDATION_FACTOR)
-    rule = (f"{budget} / ({gmacs:.1f} GMAC × 3 × batch {config.batch_size} / {CPU_GMAC_PER_S} GMAC/s × "
-            f"{iterations} it × {CPU_VALIDATION_FACTOR} validation) → {epochs} epochs; "
-            f"{schedule}")
-    return TrainingPlan(num_epochs=epochs, iterations_per_epoch=iterations, lr_schedule="poly"), rule
+                "(`--throughput reference` plans for the project's reference CPU instead)")
+    else:
+        net = config.network
+        gmacs = conv_gmacs(config.patch_size, net.strides, net.kernel_sizes, net.features_per_stage,
+                           net.input_channels, net.output_channels)
+        step = 3 * gmacs * config.batch_size / CPU_GMAC_PER_S  # forward + backward ≈ 3 forwards
+        epochs = budget_epochs(step * iterations * CPU_VALIDATION_FACTOR)
+        rule = (f"{budget} / ({gmacs:.1f} GMAC × 3 × batch {config.batch_size} / {CPU_GMAC_PER_S} GMAC/s × "
+                f"{iterations} it × {CPU_VALIDATION_FACTOR} validation) → {epochs} epochs")
+    return TrainingPlan(num_epochs=epochs, iterations_per_epoch=iterations, lr_schedule="poly"), f"{rule}; {schedule}"
 
 
 def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_name: str,

@@ -54,10 +54,11 @@ def measure_seconds_per_iteration(config, warmup: int = PROBE_WARMUP, steps: int
             net = build_network(config)
             if len(config.patch_size) == 3:   # as the trainer lays out 3-D networks on CPUs (training/trainer.py)
                 net = net.to(memory_format=torch.channels_last_3d)
-            optimiser = build_optimizer(net.parameters(), TrainingPlan())
+            recipe = TrainingPlan()   # the defaults the planner writes: Adam, `auto` precision
+            optimiser = build_optimizer(net.parameters(), recipe)
             x = torch.randn(config.batch_size, config.network.input_channels, *config.patch_size)
             target = torch.randn(config.batch_size, config.network.output_channels, *config.patch_size)
-            dtype = autocast_dtype(cpu, TrainingPlan().mixed_precision)
+            dtype = autocast_dtype(cpu, recipe.mixed_precision)
             times = []
             for step in range(warmup + steps):
                 start = time.perf_counter()
