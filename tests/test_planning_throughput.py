@@ -98,6 +98,10 @@ def test_plan_command_measures_by_default_and_refuses_a_bad_mode(data_roots, mon
     assert plan_main(args) == 0
     measured = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json")
     assert "measured" in measured.rules["training"] and "s per step" in measured.rules["training"]
+    # the methods with stages of their own are timed too; sadm cannot take these small slices: not timed, one line
+    assert "measured on the planning machine" in measured.method_plans["constrained"]["rules"]["num_epochs"]
+    assert any("sadm not timed (sadm slice_size" in r.getMessage() for r in caplog.records)
+    assert "reference CPU" in measured.method_plans["sadm"]["rules"]["recipes"]
     assert plan_main(args + ["--throughput", "reference", "--clean"]) == 0
     reference = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json")
     assert "GMAC/s" in reference.rules["training"]

@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Sequence
 from itermask_auto.experiment_planning.fingerprint import extract_fingerprint
 from itermask_auto.experiment_planning.planner import plan_experiment
 from itermask_auto.experiment_planning.plans import FINGERPRINT_FILE, PLANS_FILE, Plans
-from itermask_auto.experiment_planning.throughput import measure_seconds_per_iteration, throughput_mode
+from itermask_auto.experiment_planning.throughput import (measure_seconds_per_iteration, measure_stage_seconds,
+                                                          throughput_mode)
 from itermask_auto.imageio.errors import InputError
 from itermask_auto.paths import preprocessed_root, raw_root
 from itermask_auto.preprocessing.preprocessor import preprocess_case
@@ -122,9 +123,10 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                         verify_dataset_integrity: bool = False, plan_only: bool = False,
                         throughput: Optional[str] = None) -> Path:
     """Run the whole first stage for one dataset; return the preprocessed dataset folder. throughput (cpu profile):
-    "measure" times the planned network's step here to plan the epochs, "reference" plans for the project's
-    reference CPU; None reads ITERMASK_PLAN_THROUGHPUT, else "measure"."""
-    timer = measure_seconds_per_iteration if throughput_mode(throughput) == "measure" and profile == "cpu" else None
+    "measure" times the planned network's step (and the own stages of sadm, constrained, mmccd) here to plan the
+    epochs, "reference" plans for the project's reference CPU; None reads ITERMASK_PLAN_THROUGHPUT, else "measure"."""
+    measure = throughput_mode(throughput) == "measure" and profile == "cpu"
+    timer, stage_timer = (measure_seconds_per_iteration, measure_stage_seconds) if measure else (None, None)
     raw_folder = find_dataset(raw_root(), dataset)
     meta, cases, masks = collect_training_cases(raw_folder)
     logger.info("%s: %d training cases, %d channel(s) %s, %d given brain masks", raw_folder.name, len(cases),
@@ -146,7 +148,7 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         fingerprint = extract_fingerprint(cases, masks, staging / "brain_masks", num_processes)
         write_json(staging / FINGERPRINT_FILE, fingerprint)
         plans = plan_experiment(fingerprint, meta, raw_folder.name, profile=profile, gpu_memory_gb=gpu_memory_gb,
-                                step_timer=timer)
+                                step_timer=timer, stage_timer=stage_timer)
         plans.save(staging / PLANS_FILE)
         log_plan_summary(plans)
         old = earlier_plan(final)

@@ -51,6 +51,8 @@ CPU_VALIDATION_FACTOR = 1.15
 CPU_DATA_S_PER_VOXEL = 0.252e-6
 CPU_DATA_S_PER_SAMPLE = 4.6e-3
 StepTimer = Callable[[ConfigurationPlan], tuple[float, str]]
+# times one training step of a method's stage: (method, stage, plans, configuration) -> (seconds, what was timed)
+StageTimer = Callable[[Any, Any, Plans, str], tuple[float, str]]
 MAX_BATCH_DATASET_FRACTION = 0.05
 MAX_2D_PATCH = 256
 
@@ -124,6 +126,11 @@ def plan_2d(fp, spacing, channels: int, profile: Dict, name: str) -> Configurati
         estimated_memory_gb=round(activation_memory_gb(patch, strides, features, batch), 3))
 
 
+def data_pipeline_seconds(batch_size: int, patch) -> float:
+    """The engine's sampling, augmentation and masks per training step on the CPU (not in a timed step)."""
+    return batch_size * (CPU_DATA_S_PER_VOXEL * math.prod(int(p) for p in patch) + CPU_DATA_S_PER_SAMPLE)
+
+
 def budget_epochs(seconds_per_epoch: float) -> int:
     """Epochs that fill the CPU budget, at least 10 (a useful model) and at most 300 (the gpu recipe's)."""
     return int(max(10, min(300, CPU_TRAIN_BUDGET_S / seconds_per_epoch)))
@@ -143,7 +150,7 @@ def plan_training(profile_name: str, config: ConfigurationPlan,
     budget = f"cpu profile: {CPU_TRAIN_BUDGET_S // 60} min budget"
     if step_timer is not None:
         step, measured = step_timer(config)
-        data = config.batch_size * (CPU_DATA_S_PER_VOXEL * math.prod(config.patch_size) + CPU_DATA_S_PER_SAMPLE)
+        data = data_pipeline_seconds(config.batch_size, config.patch_size)
         epochs = budget_epochs((step * CPU_VALIDATION_FACTOR + data) * iterations)
         rule = (f"{budget} / ({step:.3f} s/step × {CPU_VALIDATION_FACTOR} validation + {data:.3f} s data pipeline) "
                 f"× {iterations} it → {epochs} epochs; step time {measured} on the planning machine "
@@ -161,9 +168,10 @@ def plan_training(profile_name: str, config: ConfigurationPlan,
 
 def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_name: str,
                     profile: str = "cpu", gpu_memory_gb: float | None = None,
-                    step_timer: Optional[StepTimer] = None) -> Plans:
+                    step_timer: Optional[StepTimer] = None, stage_timer: Optional[StageTimer] = None) -> Plans:
     """The plan for one dataset. step_timer (cpu profile): times the planned network's training step on this
-    machine, so the epochs fill the CPU budget here; None plans for the reference CPU (deterministic)."""
+    machine, so the epochs fill the CPU budget here; stage_timer does the same for the stages of methods that
+    plan epochs of their own (sadm, constrained, mmccd); None plans for the reference CPU (deterministic)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile '{profile}' (known: {sorted(PROFILES)})")
     prof = dict(PROFILES[profile])
@@ -226,12 +234,33 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
                                     brain_erosion_candidates_mm=list(BRAIN_EROSION_CANDIDATES_MM)),
         configurations=configs, default_configuration=default,
         anisotropy_ratio=round(ratio, 4), profile=profile, rules=rules)
-    plans.method_plans = plan_methods(plans)
+    plans.method_plans = plan_methods(plans, stage_timer)
     return plans
 
 
-def plan_methods(plans: Plans) -> Dict[str, Dict[str, Any]]:
+def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None) -> Dict[str, Dict[str, Any]]:
     """Each registered method's own planned parameters (Method.default_plan), written into the plan so that a
-    person can read and edit them; methods without parameters of their own are left out."""
+    person can read and edit them; methods without parameters of their own are left out. With stage_timer (cpu
+    profile) each method may re-plan its epochs from its stages' steps timed here (Method.epochs_for_machine)."""
     from itermask_auto.methods.registry import METHODS   # the methods import torch: only when planning
-    return {name: planned for name, method in sorted(METHODS.items()) if (planned := method.default_plan(plans))}
+    planned = {name: p for name, method in sorted(METHODS.items()) if (p := method.default_plan(plans))}
+    if stage_timer is None or plans.profile != "cpu":
+        return planned
+    plans.method_plans = dict(planned)   # the stages to time are read from the default plans
+
+    def iteration_seconds(method, stage, configuration: str) -> float:
+        step, what = stage_timer(method, stage, plans, configuration)
+        batch = int(stage.batch_size or plans.configuration(configuration).batch_size)
+        data = data_pipeline_seconds(batch, plans.configuration(configuration).patch_size)
+        logger.info("planning throughput: %s; + %.3f s data pipeline", what, data)
+        return step + data
+
+    for name, method in sorted(METHODS.items()):
+        if name in planned and planned[name].get("usable", True):
+            try:
+                planned[name] = method.epochs_for_machine(
+                    planned[name], plans, lambda stage, config, m=method: iteration_seconds(m, stage, config))
+            except ValueError as e:   # a method this dataset's plan cannot train (its check says why): not timed
+                logger.warning("planning throughput: %s not timed (%s); its epochs keep the reference CPU's rule",
+                               name, e)
+    return planned

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
-import time
 from typing import Optional
 
 THROUGHPUT_ENV = "ITERMASK_PLAN_THROUGHPUT"
 THROUGHPUT_MODES = ("measure", "reference")
-PROBE_WARMUP = 1   # the first step allocates and picks oneDNN kernels: not timed
-PROBE_STEPS = 3
 
 logger = logging.getLogger(__name__)
 
@@ -33,47 +29,50 @@ def throughput_mode(requested: Optional[str] = None) -> str:
     return mode
 
 
-def measure_seconds_per_iteration(config, warmup: int = PROBE_WARMUP, steps: int = PROBE_STEPS) -> tuple[float, str]:
+def measure_seconds_per_iteration(config, warmup: Optional[int] = None,
+                                  steps: Optional[int] = None) -> tuple[float, str]:
     """Median seconds of one optimiser step (forward, backward, Adam) of the planned reconstruction network at the
     planned patch and batch on this CPU; returns (seconds, a description of what was timed). The network is the
     plan's U-Net, which itermask3d, oneshot and itermask2 train (`ae`, its skip-less twin, trains the same epochs
-    at ~the same cost); sadm, constrained and mmccd plan their epochs with rules of their own (methods/*/plan.py)."""
+    at ~the same cost); sadm, constrained and mmccd have their own stages timed (training/step_probe.py) and plan
+    their epochs from them (Method.epochs_for_machine). warmup / steps: untimed and timed steps (default: the
+    probe's, training/step_probe.py)."""
     import torch
 
     from itermask_auto.experiment_planning.plans import TrainingPlan
     from itermask_auto.training.network import build_network
-    from itermask_auto.training.schedule import autocast_dtype, build_optimizer, set_torch_threads
+    from itermask_auto.training.schedule import autocast_dtype, build_optimizer
+    from itermask_auto.training.step_probe import PROBE_STEPS, PROBE_WARMUP, time_steps
 
-    cpu = torch.device("cpu")
-    previous_threads = torch.get_num_threads()
-    # fork_rng: building the network draws weights from the global generator; the caller's stream stays as it was
-    with torch.random.fork_rng():
-        try:
-            threads = set_torch_threads(cpu, num_workers=0)   # training's default: no data workers
+    recipe = TrainingPlan()   # the defaults the planner writes: Adam, `auto` precision
+    dtype = autocast_dtype(torch.device("cpu"), recipe.mixed_precision)
+    state = {}
+
+    def step() -> None:
+        if not state:   # built inside the timer's forked random stream: the caller's stream is left alone
             torch.manual_seed(0)
             net = build_network(config)
             if len(config.patch_size) == 3:   # as the trainer lays out 3-D networks on CPUs (training/trainer.py)
                 net = net.to(memory_format=torch.channels_last_3d)
-            recipe = TrainingPlan()   # the defaults the planner writes: Adam, `auto` precision
-            optimiser = build_optimizer(net.parameters(), recipe)
-            x = torch.randn(config.batch_size, config.network.input_channels, *config.patch_size)
-            target = torch.randn(config.batch_size, config.network.output_channels, *config.patch_size)
-            dtype = autocast_dtype(cpu, recipe.mixed_precision)
-            times = []
-            for step in range(warmup + steps):
-                start = time.perf_counter()
-                optimiser.zero_grad(set_to_none=True)
-                with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                    out = net(x)
-                torch.nn.functional.mse_loss(out.float(), target).backward()
-                optimiser.step()
-                if step >= warmup:
-                    times.append(time.perf_counter() - start)
-        finally:
-            torch.set_num_threads(previous_threads)
-    seconds = statistics.median(times)
+            state.update(net=net, optimiser=build_optimizer(net.parameters(), recipe),
+                         x=torch.randn(config.batch_size, config.network.input_channels, *config.patch_size),
+                         target=torch.randn(config.batch_size, config.network.output_channels, *config.patch_size))
+        state["optimiser"].zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = state["net"](state["x"])
+        torch.nn.functional.mse_loss(out.float(), state["target"]).backward()
+        state["optimiser"].step()
+
+    steps = PROBE_STEPS if steps is None else steps
+    seconds, threads = time_steps(step, PROBE_WARMUP if warmup is None else warmup, steps)
     precision = "bf16" if dtype is not None else "fp32"
     what = (f"measured {seconds:.3f} s per step ({config.name} patch {config.patch_size}, batch {config.batch_size}, "
             f"{precision}, {threads} threads; median of {steps})")
     logger.info("planning throughput: %s", what)
     return seconds, what
+
+
+def measure_stage_seconds(method, stage, plans, configuration: str) -> tuple[float, str]:
+    """One training step of a method's own stage timed on this CPU (training/step_probe.py): (seconds, what)."""
+    from itermask_auto.training.step_probe import stage_step_seconds
+    return stage_step_seconds(method, stage, plans, configuration)

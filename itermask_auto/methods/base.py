@@ -70,6 +70,15 @@ class Method:
         """The method's own planned parameters (stored, editable, in plans.method_plans[name])."""
         return {}
 
+    def epochs_for_machine(self, planned: Dict[str, Any], plans: "Plans",
+                           iteration_seconds: Callable[["Stage", str], float]) -> Dict[str, Any]:
+        """`planned` (this method's default_plan) with the cpu profile's epochs from the planning machine's seconds
+        per training iteration of each stage: `iteration_seconds(stage, configuration)` times the engine's step of
+        that stage here and adds the data pipeline. The planner calls it when it measures (`--throughput measure`,
+        cpu profile), with plans.method_plans already holding the default plans. Default: unchanged (the method
+        trains the plan's `training` epochs, which the planner measures itself)."""
+        return planned
+
     def method_plan(self, plans: "Plans") -> Dict[str, Any]:
         """Planned parameters: the defaults for this plan, overridden by what plans.method_plans[name] holds."""
         return {**self.default_plan(plans), **(plans.method_plans.get(self.name) or {})}

@@ -5,11 +5,13 @@ ResNet-18 layers (64-512 channels) after a 7×7 stride-2 stem, dense latent 32, 
 `constrained` (gradCAMCons): lr 1e-5, KL weight 1, log-barrier weight 1000, t = 10, p = 0.01, 50 reconstruction-only
 epochs; `constrained_entropy` (AMCons): lr 1e-4, KL weight 10, entropy weight 0.1, the term from the 2nd epoch.
 
-CPU profile: the authors' widths halved (32-256) and the epochs that fit TRAIN_BUDGET_S on the project's 2-core
-CPU at the throughput measured with benchmarks-style timing runs on IXI slices (96×80 at 2 mm, batch 8; see
-CPU_SECONDS_PER_ITERATION), scaled by slice area and batch."""
+CPU profile: the authors' widths halved (32-256) and the epochs that fit TRAIN_BUDGET_S at the step timed on the
+planning machine (`with_measured_epochs`, `--throughput measure`), or on the project's 2-core reference CPU at the
+throughput measured with benchmarks-style timing runs on IXI slices (96×80 at 2 mm, batch 8; see
+CPU_SECONDS_PER_ITERATION), scaled by slice area and batch (`--throughput reference`)."""
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Dict
 
@@ -46,12 +48,42 @@ def slice_size_for(patch, levels: int) -> list[int]:
     return [int(math.ceil(int(p) / factor) * factor) for p in patch]
 
 
+def budget_epochs(s_it: float, iterations: int) -> int:
+    """Epochs that fit TRAIN_BUDGET_S at s_it seconds per iteration (at least 4, at most the authors' 300)."""
+    return int(max(4, min(AUTHORS_EPOCHS, TRAIN_BUDGET_S / (s_it * iterations * VALIDATION_OVERHEAD))))
+
+
 def cpu_epochs(slice_size, batch: int, iterations: int, attention: str) -> tuple[int, float]:
     """(epochs that fit TRAIN_BUDGET_S, estimated seconds per iteration) on the reference 2-core CPU."""
     s_it = CPU_SECONDS_PER_ITERATION * (slice_size[0] * slice_size[1] / REFERENCE_SLICE_PIXELS) \
         * (batch / REFERENCE_BATCH) * (GRADCAM_COST_FACTOR if attention == "gradcam" else 1.0)
-    epochs = int(max(4, min(AUTHORS_EPOCHS, TRAIN_BUDGET_S / (s_it * iterations * VALIDATION_OVERHEAD))))
-    return epochs, s_it
+    return budget_epochs(s_it, iterations), s_it
+
+
+def _epochs_rule(s_it: float, iterations: int, epochs: int, how: str) -> str:
+    return (f"cpu: {TRAIN_BUDGET_S // 60} min / ({s_it:.2f} s/iteration {how} × {iterations} it × "
+            f"{VALIDATION_OVERHEAD} validation) → {epochs} epochs")
+
+
+def _warmup_rule(variant: str, warmup_fraction: float, epochs: int) -> str:
+    return (f"reconstruction-only epochs = round(fraction × epochs): the authors' "
+            f"{'50 of 300' if variant == 'barrier' else 'first of 300'} "
+            f"({int(round(warmup_fraction * epochs))} of {epochs} here)")
+
+
+def with_measured_epochs(planned: Dict[str, Any], variant: str, s_it: float) -> Dict[str, Any]:
+    """The cpu plan with its epochs from the planning machine's seconds per training iteration (the engine's step
+    timed on a synthetic batch at the last epoch, attention term on, + the data pipeline) instead of the reference
+    CPU's scaled constant."""
+    planned = copy.deepcopy(planned)
+    iterations = int(planned["iterations_per_epoch"])
+    epochs = budget_epochs(s_it, iterations)
+    planned["num_epochs"] = epochs
+    planned["rules"]["num_epochs"] = _epochs_rule(
+        s_it, iterations, epochs, "measured on the planning machine (the engine's step on a synthetic batch, the "
+        "attention term on, + the data pipeline; `--throughput reference`: the reference CPU's scaled constant)")
+    planned["rules"]["warmup_fraction"] = _warmup_rule(variant, float(planned["warmup_fraction"]), epochs)
+    return planned
 
 
 def default_plan(plans, variant: str) -> Dict[str, Any]:
@@ -66,8 +98,7 @@ def default_plan(plans, variant: str) -> Dict[str, Any]:
     batch, iterations, attention = 8, int(prof["iterations"]), "channel_mean"
     if prof["epochs"] is None:
         epochs, s_it = cpu_epochs(slice_size, batch, iterations, attention)
-        epochs_rule = (f"cpu: {TRAIN_BUDGET_S // 60} min / ({s_it:.2f} s/iteration measured-and-scaled × "
-                       f"{iterations} it × {VALIDATION_OVERHEAD} validation) → {epochs} epochs")
+        epochs_rule = _epochs_rule(s_it, iterations, epochs, "measured-and-scaled")
     else:
         epochs = int(prof["epochs"])
         epochs_rule = f"gpu: the authors' {AUTHORS_EPOCHS} epochs"
@@ -113,9 +144,7 @@ def default_plan(plans, variant: str) -> Dict[str, Any]:
         "num_epochs": epochs_rule,
         "learning_rate": ("gpu: the authors' (gradCAMCons 1e-5, AMCons 1e-4)" if profile_name == "gpu" else
                           "cpu: 1e-4 for both (AMCons' rate; gradCAMCons' 1e-5 was for ~40k steps)"),
-        "warmup_fraction": (f"reconstruction-only epochs = round(fraction × epochs): the authors' "
-                            f"{'50 of 300' if variant == 'barrier' else 'first of 300'} "
-                            f"({int(round(warmup_fraction * epochs))} of {epochs} here)"),
+        "warmup_fraction": _warmup_rule(variant, warmup_fraction, epochs),
         "erosion_block": f"the authors' 6×6-pixel erosion at {AUTHORS_PIXEL_MM:.2f} mm/pixel, in voxels at "
                          f"{spacing} mm",
         "map_normalisation": "attention min-max normalised per slice inside the eroded brain (the authors' inference)",

@@ -38,6 +38,11 @@ class MMCCD(Method):
     def default_plan(self, plans) -> Dict[str, Any]:
         return mmccd_plan.default_plan(plans)
 
+    def epochs_for_machine(self, planned, plans, iteration_seconds) -> Dict[str, Any]:
+        self.check(plans, "2d")
+        return mmccd_plan.with_measured_epochs(
+            planned, {s.name: iteration_seconds(s, "2d") for s in self.stages(plans, "2d")})
+
     def method_plan(self, plans) -> Dict[str, Any]:
         """Defaults (re-derived with the stored time budget, so deleting stripe_positions/ddim_steps from the plan
         file re-plans them for an edited budget), overridden by what the plan file holds."""

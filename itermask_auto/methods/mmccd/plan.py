@@ -175,15 +175,37 @@ def _training(plans, prof: Dict[str, Any], profile_name: str, net: Dict[str, Any
     else:
         gflop = networks.gflop_per_evaluation(net, patch)
         step_s = 3 * gflop * prof["batch_size"] / prof["training_gflops"]     # forward + backward ~ 3 forwards
-        budget = prof["training_budget_s"]
-        share = prof["forward_share"]
-        forward_epochs = max(MIN_EPOCHS, int(budget * share / (step_s * iterations * 1.1)))
-        backward_epochs = max(MIN_EPOCHS, int(budget * (1 - share) / (step_s * iterations * 1.1)))
-        rule = (f"{profile_name} profile: {budget / 60:g} min ({share:.0%} forward) / ({gflop:.2f} GFLOP x 3 x batch "
-                f"{prof['batch_size']} / {prof['training_gflops']:g} GFLOP/s = {step_s:.2f} s/iteration x {iterations} "
-                f"iterations x 1.1 validation)")
+        forward_epochs, backward_epochs = _budget_epochs(prof, iterations, step_s, step_s)
+        rule = (f"{profile_name} profile: {prof['training_budget_s'] / 60:g} min ({prof['forward_share']:.0%} "
+                f"forward) / ({gflop:.2f} GFLOP x 3 x batch {prof['batch_size']} / {prof['training_gflops']:g} "
+                f"GFLOP/s = {step_s:.2f} s/iteration x {iterations} iterations x 1.1 validation)")
     return {"batch_size": prof["batch_size"], "optimizer": prof["optimizer"], "initial_lr": prof["initial_lr"],
             "lr_schedule": prof["lr_schedule"], "forward_epochs": forward_epochs, "backward_epochs": backward_epochs,
-            "iterations_per_epoch": iterations,
-            "training_rule": rule + f"; AdamW lr {prof['initial_lr']:g} (authors: AdamW 1e-4, batch 32, 100k "
-                                    "iterations)"}
+            "iterations_per_epoch": iterations, "training_rule": rule + _optimiser_rule(prof)}
+
+
+def _budget_epochs(prof: Dict[str, Any], iterations: int, forward_s: float, backward_s: float) -> Tuple[int, int]:
+    """(forward, backward) epochs: forward_share of the training budget for the diffusion model, the rest for the
+    backward translation, at the given seconds per iteration, 10 % for validation."""
+    budget, share = prof["training_budget_s"], prof["forward_share"]
+    return (max(MIN_EPOCHS, int(budget * share / (forward_s * iterations * 1.1))),
+            max(MIN_EPOCHS, int(budget * (1 - share) / (backward_s * iterations * 1.1))))
+
+
+def _optimiser_rule(prof: Dict[str, Any]) -> str:
+    return f"; AdamW lr {prof['initial_lr']:g} (authors: AdamW 1e-4, batch 32, 100k iterations)"
+
+
+def with_measured_epochs(planned: Dict[str, Any], seconds: Dict[str, float]) -> Dict[str, Any]:
+    """The cpu plan with both stages' epochs from the planning machine's seconds per training iteration
+    (`seconds["forward"]`, `seconds["backward"]`: the engine's step timed on a synthetic batch + the data
+    pipeline) instead of the reference CPU's GFLOP/s."""
+    prof = PROFILES["cpu"]
+    iterations = int(planned["iterations_per_epoch"])
+    forward_epochs, backward_epochs = _budget_epochs(prof, iterations, seconds["forward"], seconds["backward"])
+    rule = (f"cpu profile: {prof['training_budget_s'] / 60:g} min ({prof['forward_share']:.0%} forward) / "
+            f"({seconds['forward']:.3f} / {seconds['backward']:.3f} s/iteration (forward / backward) measured on the "
+            f"planning machine: the engine's step on a synthetic batch + the data pipeline; `--throughput reference`: "
+            f"the reference CPU's GFLOP/s) x {iterations} iterations x 1.1 validation)")
+    return {**planned, "forward_epochs": forward_epochs, "backward_epochs": backward_epochs,
+            "training_rule": rule + _optimiser_rule(prof)}

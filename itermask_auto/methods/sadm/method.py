@@ -17,7 +17,7 @@ from itermask_auto.methods.base import Method, Stage, StepContext
 from itermask_auto.methods.sadm.anomalies import KINDS
 from itermask_auto.methods.sadm.inference import MAPS, sadm_infer
 from itermask_auto.methods.sadm.networks import SiameseUNet, build_diffusion_unet
-from itermask_auto.methods.sadm.plan import default_plan, stage_recipe
+from itermask_auto.methods.sadm.plan import default_plan, measured_cpu_recipes, stage_recipe
 from itermask_auto.methods.sadm.training import delineation_inputs, delineation_loss, diffusion_step
 
 DIFFUSION, DELINEATION = "diffusion", "delineation"
@@ -32,6 +32,10 @@ class SADM(Method):
 
     def default_plan(self, plans) -> Dict[str, Any]:
         return default_plan(plans)
+
+    def epochs_for_machine(self, planned, plans, iteration_seconds) -> Dict[str, Any]:
+        self.check(plans, "2d")   # slices the networks cannot take: a one-line ValueError, not a failed step
+        return measured_cpu_recipes(planned, {s.name: iteration_seconds(s, "2d") for s in self.stages(plans, "2d")})
 
     def check(self, plans, configuration: str) -> None:
         super().check(plans, configuration)

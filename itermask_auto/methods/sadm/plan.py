@@ -1,9 +1,10 @@
 """SADM's planned parameters (`plans.method_plans["sadm"]`): every constant, with the rule that chose it.
 
 Two profiles from `plans.profile`: "gpu" close to the authors' recipe (their networks, batch 32, Adam 1e-4 / 5e-5
-at a constant rate, about their number of steps), "cpu" sized to train both stages within 90 minutes on the
-project's 2-core reference CPU (smaller networks, batch 8, fewer steps; see CPU_* below and docs/methods.md for
-the measurement)."""
+at a constant rate, about their number of steps), "cpu" sized to train both stages within 90 minutes on 2 cores
+(smaller networks, batch 8, fewer steps): the epochs from each stage's step timed on the planning machine
+(`measured_cpu_recipes`, `--throughput measure`), or on the project's 2-core reference CPU (CPU_* below and
+docs/methods.md for the measurement; `--throughput reference`)."""
 from __future__ import annotations
 
 import copy
@@ -37,6 +38,34 @@ def _recipe(optimizer: str, lr: float, epochs: int, iterations: int, schedule: s
 def _cpu_epochs(step_s: float, share: float, validation_fraction: float) -> int:
     per_epoch = step_s * (CPU_ITERATIONS + CPU_VALIDATION_ITERATIONS * validation_fraction)
     return max(1, int(CPU_BUDGET_S * share / per_epoch))
+
+
+def _cpu_recipes(plan: Dict[str, Any], diffusion_step_s: float, delineation_step_s: float) -> None:
+    plan["diffusion_recipe"] = _recipe(
+        "adam", 2e-4, _cpu_epochs(diffusion_step_s, CPU_DIFFUSION_SHARE, CPU_VALIDATION_STEP_FRACTION[0]),
+        CPU_ITERATIONS, "poly", CPU_VALIDATION_ITERATIONS)
+    plan["delineation_recipe"] = _recipe(
+        "adam", 1e-4, _cpu_epochs(delineation_step_s, 1 - CPU_DIFFUSION_SHARE, CPU_VALIDATION_STEP_FRACTION[1]),
+        CPU_ITERATIONS, "poly", CPU_VALIDATION_ITERATIONS)
+
+
+def _cpu_recipe_rule(steps: str) -> str:
+    return (f"cpu profile: {CPU_BUDGET_S // 60} min for both stages at {steps}, {CPU_DIFFUSION_SHARE:.0%} to the "
+            f"diffusion model; {CPU_ITERATIONS} iterations + {CPU_VALIDATION_ITERATIONS} validation batches per "
+            "epoch; higher learning rates than the authors' with poly decay, for far fewer steps")
+
+
+def measured_cpu_recipes(plan: Dict[str, Any], seconds: Dict[str, float]) -> Dict[str, Any]:
+    """The cpu plan with each stage's epochs from the planning machine's seconds per training iteration (the
+    engine's step timed on a synthetic batch of the planned size, synthetic anomalies included, + the data
+    pipeline: `seconds["diffusion"]`, `seconds["delineation"]`) in place of the reference CPU's constants."""
+    plan = copy.deepcopy(plan)
+    _cpu_recipes(plan, seconds["diffusion"], seconds["delineation"])
+    plan["rules"]["recipes"] = _cpu_recipe_rule(
+        f"{seconds['diffusion']:.3f} / {seconds['delineation']:.3f} s per iteration measured on the planning machine "
+        "(the engine's step on a synthetic batch of the planned size, + the data pipeline; `--throughput reference` "
+        f"plans with the reference CPU's {CPU_DIFFUSION_STEP_S} / {CPU_DELINEATION_STEP_S} s)")
+    return plan
 
 
 def default_plan(plans) -> Dict[str, Any]:
@@ -74,24 +103,16 @@ def default_plan(plans) -> Dict[str, Any]:
         plan["diffusion_recipe"] = _recipe("adam", 1e-4, 70, 250, "step", 20)
         plan["delineation_recipe"] = _recipe("adam", 5e-5, 34, 250, "step", 20)
     else:
-        plan["diffusion_recipe"] = _recipe(
-            "adam", 2e-4, _cpu_epochs(CPU_DIFFUSION_STEP_S, CPU_DIFFUSION_SHARE, CPU_VALIDATION_STEP_FRACTION[0]),
-            CPU_ITERATIONS, "poly", CPU_VALIDATION_ITERATIONS)
-        plan["delineation_recipe"] = _recipe(
-            "adam", 1e-4, _cpu_epochs(CPU_DELINEATION_STEP_S, 1 - CPU_DIFFUSION_SHARE, CPU_VALIDATION_STEP_FRACTION[1]),
-            CPU_ITERATIONS, "poly", CPU_VALIDATION_ITERATIONS)
+        _cpu_recipes(plan, CPU_DIFFUSION_STEP_S, CPU_DELINEATION_STEP_S)
     plan["rules"] = _rules(plan, gpu, edge)
     return plan
 
 
 def _rules(plan: Dict[str, Any], gpu: bool, edge: int) -> Dict[str, str]:
     profile = ("gpu profile: the authors' networks, batch 32, Adam 1e-4 (diffusion) / 5e-5 (Siamese U-Net) at a "
-               "constant rate, ~17.5k / 8.5k steps (their 1200 / 600 epochs of 14 steps)") if gpu else (
-        f"cpu profile: {CPU_BUDGET_S // 60} min for both stages at {CPU_DIFFUSION_STEP_S} / {CPU_DELINEATION_STEP_S} "
-        f"s per step (measured single-thread CPU time x 0.7 for 2 threads, batch 8, 96x80 slices), "
-        f"{CPU_DIFFUSION_SHARE:.0%} to the diffusion "
-        f"model; {CPU_ITERATIONS} iterations + {CPU_VALIDATION_ITERATIONS} validation batches per epoch; higher "
-        "learning rates than the authors' with poly decay, for far fewer steps")
+               "constant rate, ~17.5k / 8.5k steps (their 1200 / 600 epochs of 14 steps)") if gpu else _cpu_recipe_rule(
+        f"{CPU_DIFFUSION_STEP_S} / {CPU_DELINEATION_STEP_S} s per step on the reference CPU (measured single-thread "
+        "CPU time x 0.7 for 2 threads, batch 8, 96x80 slices)")
     return {
         "slice_size": "the plan's 2d patch (median in-plane brain shape, rounded to the pooling factor; IXI at 2 mm: "
                       "96x80, the authors' 96x96 at 2 mm); a training slice is centred on its brain",

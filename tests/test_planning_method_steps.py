@@ -1,0 +1,106 @@
+"""The cpu epochs of methods with stages of their own (sadm, constrained, mmccd) from their steps timed on the
+planning machine (training/step_probe.py, Method.epochs_for_machine)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from itermask_auto.experiment_planning.planner import data_pipeline_seconds, plan_experiment
+from itermask_auto.methods.constrained import plan as constrained_plan
+from itermask_auto.methods.mmccd import plan as mmccd_plan
+from itermask_auto.methods.registry import get_method
+from itermask_auto.methods.sadm import plan as sadm_plan
+from itermask_auto.training.step_probe import stage_step_seconds, synthetic_batch
+from test_reference_plans import DATASET_JSON, _fingerprint   # tests/ is on sys.path, as for conftest
+
+TWO_SEQUENCES = {**DATASET_JSON, "channel_names": {"0": "FLAIR", "1": "T2"}}
+FAKE_SECONDS = {"diffusion": 1.0, "delineation": 0.5, "vae": 0.3, "forward": 0.4, "backward": 0.3}
+
+
+def _plans(dataset_json=DATASET_JSON, profile="cpu", timed=None, shape_mm=(140.0, 170.0, 140.0)):
+    def stage_timer(method, stage, plans, configuration):
+        if timed is not None:
+            timed.append((method.name, stage.name, configuration))
+        return FAKE_SECONDS[stage.name], "fake"
+    return plan_experiment(_fingerprint([(2.0,) * 3] * 6, shape_mm), dataset_json, "D", profile=profile,
+                           step_timer=lambda config: (0.2, "fake"), stage_timer=stage_timer)
+
+
+def _iteration(plans, stage_name: str, batch: int = 8) -> float:
+    return FAKE_SECONDS[stage_name] + data_pipeline_seconds(batch, plans.configuration("2d").patch_size)
+
+
+def test_each_method_plans_its_epochs_from_its_own_timed_stages():
+    timed = []
+    plans = _plans(TWO_SEQUENCES, timed=timed)
+    assert sorted(timed) == sorted([("constrained", "vae", "2d"), ("constrained_entropy", "vae", "2d"),
+                                    ("mmccd", "forward", "2d"), ("mmccd", "backward", "2d"),
+                                    ("sadm", "diffusion", "2d"), ("sadm", "delineation", "2d")])
+    sadm = plans.method_plans["sadm"]
+    for stage, share, fraction in (("diffusion", sadm_plan.CPU_DIFFUSION_SHARE, 0.3),
+                                   ("delineation", 1 - sadm_plan.CPU_DIFFUSION_SHARE, 0.6)):
+        per_epoch = _iteration(plans, stage) * (50 + 4 * fraction)
+        assert sadm[f"{stage}_recipe"]["num_epochs"] == int(sadm_plan.CPU_BUDGET_S * share / per_epoch)
+    assert "measured on the planning machine" in sadm["rules"]["recipes"]
+    for name in ("constrained", "constrained_entropy"):
+        planned = plans.method_plans[name]
+        epochs = int(constrained_plan.TRAIN_BUDGET_S / (_iteration(plans, "vae") * 50 * 1.12))
+        assert planned["num_epochs"] == epochs and f"→ {epochs} epochs" in planned["rules"]["num_epochs"]
+        assert f"of {epochs} here" in planned["rules"]["warmup_fraction"]
+    mmccd = plans.method_plans["mmccd"]
+    budget, share = 75 * 60, mmccd_plan.PROFILES["cpu"]["forward_share"]
+    assert mmccd["forward_epochs"] == int(budget * share / (_iteration(plans, "forward") * 50 * 1.1))
+    assert mmccd["backward_epochs"] == int(budget * (1 - share) / (_iteration(plans, "backward") * 50 * 1.1))
+    assert "measured on the planning machine" in mmccd["training_rule"]
+    # what the trainer reads: the stages' recipes
+    assert get_method("sadm").stages(plans, "2d")[0].recipe["num_epochs"] == sadm["diffusion_recipe"]["num_epochs"]
+
+
+def test_without_a_stage_timer_or_on_the_gpu_profile_nothing_is_timed():
+    reference = plan_experiment(_fingerprint([(2.0,) * 3] * 6), TWO_SEQUENCES, "D", profile="cpu")
+    assert reference.method_plans["sadm"]["diffusion_recipe"]["num_epochs"] == sadm_plan._cpu_epochs(
+        sadm_plan.CPU_DIFFUSION_STEP_S, sadm_plan.CPU_DIFFUSION_SHARE, 0.3)
+    assert "reference CPU" in reference.method_plans["sadm"]["rules"]["recipes"]
+    timed = []
+    gpu = _plans(TWO_SEQUENCES, profile="gpu", timed=timed)
+    assert timed == [] and gpu.method_plans["constrained"]["num_epochs"] == constrained_plan.AUTHORS_EPOCHS
+    # a single sequence: mmccd is not usable, so it is not timed
+    timed = []
+    _plans(timed=timed)
+    assert "mmccd" not in {name for name, _, _ in timed}
+
+
+def test_synthetic_batches_have_the_samplers_keys_and_shapes():
+    plans = _plans()
+    for configuration, kind in (("2d", "none"), ("3d", "blobs")):
+        patch = plans.configuration(configuration).patch_size
+        batch = synthetic_batch(plans, configuration, 2, kind)
+        assert set(batch) == {"image", "hf", "mask", "brain", "seed"}
+        assert tuple(batch["image"].shape) == (2, 1, *patch) and tuple(batch["brain"].shape) == (2, *patch)
+        assert batch["brain"].float().mean() > 0.3 and batch["seed"].unique().numel() == 2
+        inside = batch["image"][:, 0][batch["brain"]]
+        assert float(inside.std()) > 0.5 and bool((batch["image"][:, 0][~batch["brain"]] == -3.0).all())
+        if kind == "blobs":   # the training masks lie in the brain
+            assert batch["mask"].any() and not (batch["mask"] & ~batch["brain"]).any()
+
+
+@pytest.mark.parametrize("name", ["sadm", "constrained", "itermask3d"])
+def test_a_real_stage_step_is_timed_and_leaves_threads_and_random_stream_alone(name):
+    plans = _plans(shape_mm=(64.0, 64.0, 64.0))   # small slices and patches: a quick step
+    method = get_method(name)
+    configuration = "2d" if name != "itermask3d" else "3d"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(5)
+        expected = torch.rand(3)
+        torch.manual_seed(5)
+        for stage in method.stages(plans, configuration):
+            seconds, what = stage_step_seconds(method, stage, plans, configuration, warmup=0, steps=1)
+            assert 0 < seconds < 120 and f"stage '{stage.name}'" in what
+        assert torch.get_num_threads() == 1
+        assert torch.equal(torch.rand(3), expected)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.isfinite(seconds)
