@@ -1,15 +1,16 @@
 """Is one method's lead over another on a test set larger than what its few cases resolve?
 
 Reads the predictions of two methods on the same labelled test set (folders of itermask_predict outputs) and prints,
-for the pooled voxel AUPRC and the pooled Dice of each method's own segmentation (the calibrated rule): each
-method's figure, the difference A − B, and a 95 % interval of that difference from a paired bootstrap over CASES
+for the pooled voxel AUPRC (inside the brain) and the pooled Dice of each method's own segmentation (the calibrated
+rule; over the whole volume, as itermask_evaluate counts both): each method's figure, the difference A − B, and a
+95 % interval of that difference from a paired bootstrap over CASES
 (the unit that was sampled: a voxel bootstrap would ignore that voxels of one scan move together), with the share
 of resamples in which A is at least B. The AUPRC of a resample is computed from per-case histograms of the map
 (`--bins` quantile bins of each method's pooled map, so each method's own ranking is kept up to ties inside a
 bin); the binned figure of the full set is printed beside the exact one so the binning's error is visible.
 Nothing is tuned; labels are read only to score.
 
-    python benchmarks/paired_bootstrap.py -a PRED_A -b PRED_B -l LABELS -brains MASKS [--reps 2000]
+    python benchmarks/paired_bootstrap.py -a PRED_A -b PRED_B -l LABELS -brain MASKS [--reps 2000]
                                           [--bins 4096] [--seed 0] [--json OUT.json]
 """
 from __future__ import annotations
@@ -30,16 +31,12 @@ from itermask_auto.evaluation.evaluate import arrays, find_file, list_prediction
 
 def binned_average_precision(positives: np.ndarray, negatives: np.ndarray) -> float:
     """Average precision from counts per score bin (bins in ascending score order; a bin's voxels tie)."""
-    tp, fp = np.cumsum(positives[::-1]), np.cumsum(negatives[::-1])
-    if tp[-1] == 0:
-        return M.NAN
-    precision = tp / np.maximum(tp + fp, 1)
-    return float(np.sum(np.diff(np.r_[0.0, tp / tp[-1]]) * precision))
+    return M.average_precision_from_counts(np.cumsum(positives[::-1]), np.cumsum(negatives[::-1]))
 
 
 def pooled_dice(counts: np.ndarray, weights: np.ndarray) -> float:
     tp, fp, fn = weights @ counts
-    return M.dice_from_counts(int(tp), int(fp), int(fn))
+    return M.dice_from_counts(tp, fp, fn)
 
 
 class MethodCases:
@@ -52,27 +49,29 @@ class MethodCases:
         index = [np.searchsorted(edges, s, side="right") for s in scores]
         self.positives = np.stack([np.bincount(i[y], minlength=edges.size + 1) for i, y in zip(index, labels)])
         self.negatives = np.stack([np.bincount(i[~y], minlength=edges.size + 1) for i, y in zip(index, labels)])
-        self.counts = counts     # per case: tp, fp, fn of the method's segmentation
+        self.counts = counts     # per case: tp, fp, fn of the method's segmentation (whole volume, as evaluated)
 
     def auprc(self, weights: np.ndarray) -> float:
         return binned_average_precision(weights @ self.positives, weights @ self.negatives)
 
 
-def load_method(pred_dir: Path, cases: List[str], labels_dir: Path, brains: Path, bins: int) -> MethodCases:
+def load_method(pred_dir: Path, cases: List[str], labels_dir: Path, brain_dir: Path, bins: int) -> MethodCases:
     scores, labels, counts = [], [], []
     for case in cases:
-        if not find_file(brains, case).is_file():   # a per-method fallback region would unpair the comparison
-            raise SystemExit(f"{find_file(brains, case)}: brain mask missing for case '{case}'")
-        a = arrays(load_case(pred_dir, case, labels_dir, brains, None))
-        brain, y, seg = a["brain"], a["label"], a["seg"] & a["brain"]
-        scores.append(a["anomaly"][brain].astype(np.float64))
-        labels.append(y[brain])
-        counts.append((int((seg & y).sum()), int((seg & ~y).sum()), int((~seg & y & brain).sum())))
+        if not find_file(brain_dir, case).is_file():   # a per-method fallback region would unpair the comparison
+            raise SystemExit(f"{find_file(brain_dir, case)}: brain mask missing for case '{case}'")
+        a = arrays(load_case(pred_dir, case, labels_dir, brain_dir, None))
+        brain = a["brain"]
+        scores.append(a["anomaly"][brain].astype(np.float64))   # the ranking: inside the brain, as evaluated
+        labels.append(a["label"][brain])
+        c = M.confusion(a["seg"], a["label"])                     # the segmentation: the whole volume, as evaluated
+        counts.append((c["tp"], c["fp"], c["fn"]))
     return MethodCases(scores, labels, np.asarray(counts, np.int64), bins)
 
 
 def interval(values: np.ndarray) -> List[float]:
-    return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+    """2.5 and 97.5 percentiles of the defined values (a resample without lesion voxels has no AUPRC)."""
+    return [float(np.nanquantile(values, 0.025)), float(np.nanquantile(values, 0.975))]
 
 
 def compare(a: MethodCases, b: MethodCases, reps: int, seed: int) -> Dict[str, Dict[str, object]]:
@@ -83,8 +82,12 @@ def compare(a: MethodCases, b: MethodCases, reps: int, seed: int) -> Dict[str, D
     out = {}
     for name, fig in (("auprc", lambda m, w: m.auprc(w)), ("dice", lambda m, w: pooled_dice(m.counts, w))):
         diffs = np.array([fig(a, w) - fig(b, w) for w in draws])
+        defined = diffs[np.isfinite(diffs)]
+        if not defined.size:
+            raise SystemExit(f"no resample has a defined {name} (no lesion voxel in the labels?)")
         out[name] = {"a": fig(a, ones), "b": fig(b, ones), "difference": fig(a, ones) - fig(b, ones),
-                     "interval_95": interval(diffs), "share_a_at_least_b": float(np.mean(diffs >= 0))}
+                     "interval_95": interval(defined), "share_a_at_least_b": float(np.mean(defined >= 0)),
+                     "undefined_resamples": int(diffs.size - defined.size)}
     out["auprc"].update({"a_exact": a.exact_auprc, "b_exact": b.exact_auprc})
     return out
 
@@ -95,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("-a", type=Path, required=True, help="predictions of method A (CASE_anomaly, CASE_seg, CASE.json)")
     p.add_argument("-b", type=Path, required=True, help="predictions of method B on the same cases")
     p.add_argument("-l", "--labels", type=Path, required=True, help="label folder (CASE.nii.gz)")
-    p.add_argument("-brains", type=Path, required=True,
+    p.add_argument("-brain", type=Path, required=True,
                    help="brain-mask folder (CASE.nii.gz): the one region both maps are scored in")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the cases (default 2000)")
     p.add_argument("--bins", type=int, default=4096, help="quantile bins of each pooled map (default 4096)")
@@ -106,16 +109,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     missing = sorted(set(cases) - set(list_prediction_cases(args.b)))
     if missing:
         p.error(f"{args.b}: no prediction for {len(missing)} case(s) of {args.a}, e.g. {missing[0]}")
-    a, b = (load_method(d, cases, args.labels, args.brains, args.bins) for d in (args.a, args.b))
+    a, b = (load_method(d, cases, args.labels, args.brain, args.bins) for d in (args.a, args.b))
     result = compare(a, b, args.reps, args.seed)
     print(f"{len(cases)} cases, {args.reps} paired case resamples; A = {args.a}, B = {args.b}")
     for name, r in result.items():
         exact = (f" (exact {r['a_exact']:.4f} / {r['b_exact']:.4f})" if "a_exact" in r else "")
         lo, hi = r["interval_95"]
+        undefined = f" ({r['undefined_resamples']} undefined)" if r["undefined_resamples"] else ""
         print(f"{name:6s} A {r['a']:.4f}  B {r['b']:.4f}{exact}  A−B {r['difference']:+.4f}, 95 % interval "
-              f"[{lo:+.4f}, {hi:+.4f}], A ≥ B in {100 * r['share_a_at_least_b']:.1f} % of resamples")
+              f"[{lo:+.4f}, {hi:+.4f}], A ≥ B in {100 * r['share_a_at_least_b']:.1f} % of resamples{undefined}")
     if args.json:
-        args.json.write_text(json.dumps({"cases": cases, "a": str(args.a), "b": str(args.b), **result}, indent=2))
+        figures = json.loads(json.dumps(result), parse_constant=lambda constant: None)   # NaN -> null: strict JSON
+        args.json.write_text(json.dumps({"cases": cases, "a": str(args.a), "b": str(args.b), **figures}, indent=2))
     return 0
 
 

@@ -64,27 +64,43 @@ def test_the_command_scores_both_folders_in_one_brain_and_names_a_missing_mask(t
         case = f"case{k}"
         label = np.zeros((8, 8, 8), np.uint8)
         label[2:4, 2:5, 3:5] = 1
+        label[0, 0, 0] = 1            # a label voxel outside the brain: missed by every segmentation (an fn)
         brain = np.zeros_like(label)
         brain[1:7, 1:7, 1:7] = 1
         _write(folders["labels"] / f"{case}.nii.gz", label)
         _write(folders["brains"] / f"{case}.nii.gz", brain)
         for name, noise in (("a", 0.5), ("b", 2.0)):
             anomaly = (label + noise * rng.random(label.shape)).astype(np.float32)
-            anomaly[brain == 0] = 0   # an exported map is 0 outside the brain; the mask file decides the region
+            anomaly[brain == 0] = 0
+            anomaly[2, 2, 3:5] = 0     # exact zeros on lesion voxels in the brain: scored (the mask file decides
+            anomaly[5, 5, 1:7] = 0     # the region, not map > 0), so they lower the AUPRC
+            seg = (anomaly > 0.9) & (brain > 0)
             _write(folders[name] / f"{case}_anomaly.nii.gz", anomaly)
-            _write(folders[name] / f"{case}_seg.nii.gz", (anomaly > 0.9).astype(np.uint8))
+            _write(folders[name] / f"{case}_seg.nii.gz", seg.astype(np.uint8))
             (folders[name] / f"{case}.json").write_text("{}")
-            truth.setdefault(name, []).append((anomaly[brain > 0], label[brain > 0] > 0))
+            truth.setdefault(name, []).append((anomaly[brain > 0], label[brain > 0] > 0, seg, label > 0))
     out = tmp_path / "out.json"
     boot.main(["-a", str(folders["a"]), "-b", str(folders["b"]), "-l", str(folders["labels"]),
-               "-brains", str(folders["brains"]), "--reps", "50", "--json", str(out)])
+               "-brain", str(folders["brains"]), "--reps", "50", "--json", str(out)])
     result = json.loads(out.read_text())
     for name in ("a", "b"):
-        scores, labels = (np.concatenate(v) for v in zip(*truth[name]))
+        scores, labels, segs, volumes = (np.concatenate([c.ravel() for c in v]) for v in zip(*truth[name]))
         assert result["auprc"][f"{name}_exact"] == pytest.approx(M.average_precision(scores, labels))
+        c = M.confusion(segs, volumes)   # the whole volume: the label voxel outside the brain counts as missed
+        assert result["dice"][name] == pytest.approx(M.dice_from_counts(c["tp"], c["fp"], c["fn"]))
     assert result["cases"] == [f"case{k}" for k in range(4)]
     assert "4 cases, 50 paired case resamples" in capsys.readouterr().out
     (folders["brains"] / "case2.nii.gz").unlink()
     with pytest.raises(SystemExit, match="case2.nii.gz: brain mask missing"):
         boot.main(["-a", str(folders["a"]), "-b", str(folders["b"]), "-l", str(folders["labels"]),
-                   "-brains", str(folders["brains"])])
+                   "-brain", str(folders["brains"])])
+
+
+def test_resamples_without_lesion_voxels_are_left_out_and_counted():
+    rng = np.random.default_rng(3)
+    labels = [rng.random(500) < 0.1, np.zeros(500, bool)]    # the second case has no lesion
+    maps = [y + rng.random(500) for y in labels]
+    a = _method(maps, labels, [m > 0.9 for m in maps])
+    result = boot.compare(a, a, reps=300, seed=1)
+    # about a quarter of the resamples draw the lesion-free case twice: no AUPRC there
+    assert 30 < result["auprc"]["undefined_resamples"] < 120 and result["auprc"]["interval_95"] == [0.0, 0.0]

@@ -2,16 +2,16 @@
 planning machine (training/step_probe.py, Method.epochs_for_machine)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from itermask_auto.experiment_planning.planner import data_pipeline_seconds, plan_experiment
 from itermask_auto.methods.constrained import plan as constrained_plan
 from itermask_auto.methods.mmccd import plan as mmccd_plan
+from itermask_auto.methods.base import Method, Stage
 from itermask_auto.methods.registry import get_method
 from itermask_auto.methods.sadm import plan as sadm_plan
-from itermask_auto.training.step_probe import stage_step_seconds, synthetic_batch
+from itermask_auto.training.step_probe import stage_step_seconds, synthetic_batch, time_steps
 from test_reference_plans import DATASET_JSON, _fingerprint   # tests/ is on sys.path, as for conftest
 
 TWO_SEQUENCES = {**DATASET_JSON, "channel_names": {"0": "FLAIR", "1": "T2"}}
@@ -38,20 +38,25 @@ def test_each_method_plans_its_epochs_from_its_own_timed_stages():
                                     ("mmccd", "forward", "2d"), ("mmccd", "backward", "2d"),
                                     ("sadm", "diffusion", "2d"), ("sadm", "delineation", "2d")])
     sadm = plans.method_plans["sadm"]
-    for stage, share, fraction in (("diffusion", sadm_plan.CPU_DIFFUSION_SHARE, 0.3),
-                                   ("delineation", 1 - sadm_plan.CPU_DIFFUSION_SHARE, 0.6)):
-        per_epoch = _iteration(plans, stage) * (50 + 4 * fraction)
+    fractions = sadm_plan.CPU_VALIDATION_STEP_FRACTION
+    for stage, share, fraction in (("diffusion", sadm_plan.CPU_DIFFUSION_SHARE, fractions[0]),
+                                   ("delineation", 1 - sadm_plan.CPU_DIFFUSION_SHARE, fractions[1])):
+        batches = sadm_plan.CPU_ITERATIONS + sadm_plan.CPU_VALIDATION_ITERATIONS * fraction
+        per_epoch = _iteration(plans, stage) * batches
         assert sadm[f"{stage}_recipe"]["num_epochs"] == int(sadm_plan.CPU_BUDGET_S * share / per_epoch)
     assert "measured on the planning machine" in sadm["rules"]["recipes"]
     for name in ("constrained", "constrained_entropy"):
         planned = plans.method_plans[name]
-        epochs = int(constrained_plan.TRAIN_BUDGET_S / (_iteration(plans, "vae") * 50 * 1.12))
+        per_epoch = _iteration(plans, "vae") * planned["iterations_per_epoch"] * constrained_plan.VALIDATION_OVERHEAD
+        epochs = int(constrained_plan.TRAIN_BUDGET_S / per_epoch)
+        assert 4 < epochs < constrained_plan.AUTHORS_EPOCHS   # inside the rule's limits: the formula itself decides
         assert planned["num_epochs"] == epochs and f"→ {epochs} epochs" in planned["rules"]["num_epochs"]
         assert f"of {epochs} here" in planned["rules"]["warmup_fraction"]
     mmccd = plans.method_plans["mmccd"]
-    budget, share = 75 * 60, mmccd_plan.PROFILES["cpu"]["forward_share"]
-    assert mmccd["forward_epochs"] == int(budget * share / (_iteration(plans, "forward") * 50 * 1.1))
-    assert mmccd["backward_epochs"] == int(budget * (1 - share) / (_iteration(plans, "backward") * 50 * 1.1))
+    budget, share = (mmccd_plan.PROFILES["cpu"][k] for k in ("training_budget_s", "forward_share"))
+    iterations = mmccd["iterations_per_epoch"]
+    assert mmccd["forward_epochs"] == int(budget * share / (_iteration(plans, "forward") * iterations * 1.1))
+    assert mmccd["backward_epochs"] == int(budget * (1 - share) / (_iteration(plans, "backward") * iterations * 1.1))
     assert "measured on the planning machine" in mmccd["training_rule"]
     # what the trainer reads: the stages' recipes
     assert get_method("sadm").stages(plans, "2d")[0].recipe["num_epochs"] == sadm["diffusion_recipe"]["num_epochs"]
@@ -76,8 +81,9 @@ def test_synthetic_batches_have_the_samplers_keys_and_shapes():
     for configuration, kind in (("2d", "none"), ("3d", "blobs")):
         patch = plans.configuration(configuration).patch_size
         batch = synthetic_batch(plans, configuration, 2, kind)
-        assert set(batch) == {"image", "hf", "mask", "brain", "seed"}
-        assert tuple(batch["image"].shape) == (2, 1, *patch) and tuple(batch["brain"].shape) == (2, *patch)
+        assert {k: (v.dtype, tuple(v.shape)) for k, v in batch.items()} == {
+            "image": (torch.float32, (2, 1, *patch)), "hf": (torch.float32, (2, 1, *patch)),
+            "mask": (torch.bool, (2, *patch)), "brain": (torch.bool, (2, *patch)), "seed": (torch.int64, (2,))}
         assert batch["brain"].float().mean() > 0.3 and batch["seed"].unique().numel() == 2
         inside = batch["image"][:, 0][batch["brain"]]
         assert float(inside.std()) > 0.5 and bool((batch["image"][:, 0][~batch["brain"]] == -3.0).all())
@@ -85,11 +91,11 @@ def test_synthetic_batches_have_the_samplers_keys_and_shapes():
             assert batch["mask"].any() and not (batch["mask"] & ~batch["brain"]).any()
 
 
-@pytest.mark.parametrize("name", ["sadm", "constrained", "itermask3d"])
+@pytest.mark.parametrize("name", ["sadm", "constrained", "mmccd", "itermask3d"])
 def test_a_real_stage_step_is_timed_and_leaves_threads_and_random_stream_alone(name):
-    plans = _plans(shape_mm=(64.0, 64.0, 64.0))   # small slices and patches: a quick step
+    plans = _plans(TWO_SEQUENCES, shape_mm=(64.0, 64.0, 64.0))   # small slices and patches: a quick step
     method = get_method(name)
-    configuration = "2d" if name != "itermask3d" else "3d"
+    configuration = method.configurations[0]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -97,10 +103,45 @@ def test_a_real_stage_step_is_timed_and_leaves_threads_and_random_stream_alone(n
         expected = torch.rand(3)
         torch.manual_seed(5)
         for stage in method.stages(plans, configuration):
-            seconds, what = stage_step_seconds(method, stage, plans, configuration, warmup=0, steps=1)
+            seconds, what = stage_step_seconds(method, stage, plans, configuration, warmup=1, steps=1)
             assert 0 < seconds < 120 and f"stage '{stage.name}'" in what
-        assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1   # the probe took training's threads and gave them back
         assert torch.equal(torch.rand(3), expected)
     finally:
         torch.set_num_threads(threads)
-    assert np.isfinite(seconds)
+
+
+class _RecordingMethod(Method):
+    """One tiny stage whose loss records the context it is called with."""
+    name = "recording"
+    configurations = ("2d",)
+
+    def __init__(self):
+        self.contexts = []
+
+    def stages(self, plans, configuration):
+        return [Stage("only", recipe={"num_epochs": 7})]
+
+    def build_network(self, stage, plans, configuration):
+        return torch.nn.Conv2d(plans.num_channels, 1, 3, padding=1)
+
+    def loss(self, stage, network, batch, ctx):
+        self.contexts.append((ctx.epoch, ctx.num_epochs, ctx.training))
+        return network(batch["image"]).float().square().mean()
+
+
+def test_the_probe_steps_at_the_last_epoch_where_every_loss_term_is_on():
+    plans, method = _plans(shape_mm=(64.0, 64.0, 64.0)), _RecordingMethod()
+    stage_step_seconds(method, method.stages(plans, "2d")[0], plans, "2d", warmup=1, steps=2)
+    assert method.contexts == [(6, 7, True)] * 3
+    with pytest.raises(ValueError, match="warmup >= 1"):
+        time_steps(lambda: None, warmup=0, steps=1)
+
+
+def test_a_method_whose_timing_fails_keeps_its_reference_epochs(caplog):
+    def broken(method, stage, plans, configuration):
+        raise RuntimeError("out of memory")
+    plans = plan_experiment(_fingerprint([(2.0,) * 3] * 6), DATASET_JSON, "D", profile="cpu", stage_timer=broken)
+    reference = plan_experiment(_fingerprint([(2.0,) * 3] * 6), DATASET_JSON, "D", profile="cpu")
+    assert plans.method_plans == reference.method_plans
+    assert any("timing sadm failed (RuntimeError: out of memory)" in r.getMessage() for r in caplog.records)

@@ -119,4 +119,4 @@ def test_a_replan_that_moves_the_epochs_says_so(data_roots, monkeypatch, caplog)
     assert plan_main(args + ["--throughput", "reference"]) == 0
     reference = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json").training.num_epochs
     assert reference != 10
-    assert any(f"changed from 10 to {reference}" in r.getMessage() for r in caplog.records)
+    assert any(f"epochs changed: training from 10 to {reference}" in r.getMessage() for r in caplog.records)

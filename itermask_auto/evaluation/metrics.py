@@ -108,9 +108,15 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """AUPRC as average precision: sum over distinct thresholds of (R_k - R_{k-1}) * P_k (step-wise, no
     interpolation; the scikit-learn definition). Constant scores give the prevalence. NaN without positives."""
     tp, fp, _ = _operating_points(scores, labels)
+    return average_precision_from_counts(tp, fp)
+
+
+def average_precision_from_counts(tp: np.ndarray, fp: np.ndarray) -> float:
+    """Average precision from cumulative true- and false-positive counts at thresholds in descending order (one
+    entry per distinct threshold, or per bin of a histogram). NaN without positives."""
     if tp.size == 0 or tp[-1] == 0:
         return NAN
-    precision = tp / (tp + fp)
+    precision = tp / np.maximum(tp + fp, 1)
     recall = tp / tp[-1]
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 

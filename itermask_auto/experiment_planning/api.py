@@ -118,6 +118,25 @@ def _preprocess_one(case_id: str, channel_paths: List[Path], mask_path: Path, pl
     return list(data.shape[1:])
 
 
+def planned_epochs(plans) -> Dict[str, int]:
+    """Every epoch count of a plan by name: the U-Net methods' `training`, and each method's own (sadm's stage
+    recipes, constrained's num_epochs, mmccd's forward/backward epochs)."""
+    out = {"training": int(plans.training.num_epochs)}
+    for name, planned in sorted(plans.method_plans.items()):
+        for key, value in planned.items():
+            if key.endswith("epochs") and isinstance(value, int):
+                out[f"{name}.{key}"] = value
+            elif isinstance(value, dict) and isinstance(value.get("num_epochs"), int):
+                out[f"{name}.{key}.num_epochs"] = value["num_epochs"]
+    return out
+
+
+def epochs_moved(old, new) -> List[str]:
+    """'NAME from X to Y' for each epoch count that differs between two plans."""
+    before, after = planned_epochs(old), planned_epochs(new)
+    return [f"{k} from {before[k]} to {after[k]}" for k in after if k in before and before[k] != after[k]]
+
+
 def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d", "2d"), num_processes: int = 2,
                         profile: str = "cpu", gpu_memory_gb: Optional[float] = None, clean: bool = False,
                         verify_dataset_integrity: bool = False, plan_only: bool = False,
@@ -152,10 +171,10 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         plans.save(staging / PLANS_FILE)
         log_plan_summary(plans)
         old = earlier_plan(final)
-        if old is not None and old.training.num_epochs != plans.training.num_epochs:   # a timed step varies
-            logger.warning("the planned epochs changed from %d to %d (%s)", old.training.num_epochs,
-                           plans.training.num_epochs,
-                           "the training step timed on this machine" if timer else "the reference rule")
+        moved = epochs_moved(old, plans) if old is not None else []
+        if moved:   # a timed step varies from machine to machine and run to run
+            logger.warning("the planned epochs changed: %s (%s)", "; ".join(moved),
+                           "the training steps timed on this machine" if timer else "the reference rule")
         if not plan_only:
             for name in configurations:
                 config = plans.configuration(name)

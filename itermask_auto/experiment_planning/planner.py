@@ -1,6 +1,7 @@
 """From a fingerprint to a plan. Every planned number comes from a named rule recorded in `plans.rules`."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any, Callable, Dict, List, Optional
@@ -242,6 +243,7 @@ def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None) -> Dict
     """Each registered method's own planned parameters (Method.default_plan), written into the plan so that a
     person can read and edit them; methods without parameters of their own are left out. With stage_timer (cpu
     profile) each method may re-plan its epochs from its stages' steps timed here (Method.epochs_for_machine)."""
+    from itermask_auto.methods.base import stage_batch_size
     from itermask_auto.methods.registry import METHODS   # the methods import torch: only when planning
     planned = {name: p for name, method in sorted(METHODS.items()) if (p := method.default_plan(plans))}
     if stage_timer is None or plans.profile != "cpu":
@@ -250,17 +252,24 @@ def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None) -> Dict
 
     def iteration_seconds(method, stage, configuration: str) -> float:
         step, what = stage_timer(method, stage, plans, configuration)
-        batch = int(stage.batch_size or plans.configuration(configuration).batch_size)
+        batch = stage_batch_size(stage, plans, configuration)
         data = data_pipeline_seconds(batch, plans.configuration(configuration).patch_size)
         logger.info("planning throughput: %s; + %.3f s data pipeline", what, data)
         return step + data
 
     for name, method in sorted(METHODS.items()):
-        if name in planned and planned[name].get("usable", True):
-            try:
-                planned[name] = method.epochs_for_machine(
-                    planned[name], plans, lambda stage, config, m=method: iteration_seconds(m, stage, config))
-            except ValueError as e:   # a method this dataset's plan cannot train (its check says why): not timed
-                logger.warning("planning throughput: %s not timed (%s); its epochs keep the reference CPU's rule",
-                               name, e)
+        if name not in planned or not planned[name].get("usable", True):   # e.g. mmccd on one sequence
+            continue
+        try:
+            method.check(plans, method.configurations[0])
+        except ValueError as e:   # a method this dataset's plan cannot train (its check says why): not timed
+            logger.warning("planning throughput: %s not timed (%s); its epochs keep the reference CPU's rule",
+                           name, e)
+            continue
+        try:
+            timer = functools.partial(iteration_seconds, method)
+            planned[name] = method.epochs_for_machine(planned[name], plans, timer)
+        except Exception as e:   # timing an optional method must not stop the plan of every other one
+            logger.warning("planning throughput: timing %s failed (%s: %s); its epochs keep the reference CPU's rule",
+                           name, type(e).__name__, e)
     return planned

@@ -6,7 +6,8 @@ epoch took 79 s on the 2-core AVX2 CPU the constant was calibrated on (fp32), 34
 planned network (random input of the planned patch and batch, at the precision `auto` training will use, in the
 trainer's memory layout, on as many threads as training takes by default) and plans the epochs from that;
 `reference` keeps the constant (the same plan on every machine, as the checked-in reference plans and the test
-suite need)."""
+suite need). Methods that train networks of their own (sadm, constrained, mmccd) have each stage timed the same
+way (`measure_stage_seconds`, training/step_probe.py)."""
 from __future__ import annotations
 
 import logging

@@ -148,6 +148,11 @@ class Method:
         return f"<method {self.name}>"
 
 
+def stage_batch_size(stage: Stage, plans: "Plans", configuration: str) -> int:
+    """The planned (global) batch of a stage: its own, else the configuration's."""
+    return int(stage.batch_size or plans.configuration(configuration).batch_size)
+
+
 def with_recipe(training_plan, stage: Stage, epochs: Optional[int] = None, iterations: Optional[int] = None):
     """The TrainingPlan a stage trains with: the plan's, the stage's overrides, then the command line's."""
     plan = dataclasses.replace(training_plan, **dict(stage.recipe))

@@ -17,7 +17,7 @@ from typing import Callable, Dict, Tuple
 import numpy as np
 import torch
 
-from itermask_auto.methods.base import Method, Stage, StepContext, with_recipe
+from itermask_auto.methods.base import Method, Stage, StepContext, stage_batch_size, with_recipe
 from itermask_auto.training.masks import training_mask
 from itermask_auto.training.schedule import autocast_dtype, build_optimizer, set_torch_threads
 from itermask_auto.training.trainer import GRAD_CLIP
@@ -28,7 +28,10 @@ PROBE_STEPS = 3
 
 def time_steps(step: Callable[[], None], warmup: int = PROBE_WARMUP, steps: int = PROBE_STEPS) -> Tuple[float, int]:
     """(median seconds of `steps` calls of step after `warmup` untimed ones, the torch threads used). The threads
-    are training's default (no data workers); the caller's thread count and random stream are left as they were."""
+    are training's default (no data workers); the caller's thread count and random stream are left as they were.
+    At least one untimed call: the probes build their network in it."""
+    if warmup < 1 or steps < 1:
+        raise ValueError(f"time_steps needs warmup >= 1 and steps >= 1 (got {warmup}, {steps})")
     cpu = torch.device("cpu")
     previous_threads = torch.get_num_threads()
     with torch.random.fork_rng():
@@ -69,7 +72,7 @@ def stage_step_seconds(method: Method, stage: Stage, plans, configuration: str,
     uses (Stage.uses) are built untrained: a frozen network costs the same forward pass either way."""
     cpu = torch.device("cpu")
     recipe = with_recipe(plans.training, stage)
-    batch_size = int(stage.batch_size or plans.configuration(configuration).batch_size)
+    batch_size = stage_batch_size(stage, plans, configuration)
     dtype = autocast_dtype(cpu, recipe.mixed_precision)
     state: Dict[str, object] = {}
 

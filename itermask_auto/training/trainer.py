@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from itermask_auto.experiment_planning.plans import Plans
-from itermask_auto.methods.base import Method, Stage, StepContext, with_recipe
+from itermask_auto.methods.base import Method, Stage, StepContext, stage_batch_size, with_recipe
 from itermask_auto.training.checkpoint import load_checkpoint, plans_as_stored, same_plan, save_checkpoint
 from itermask_auto.training.data import CaseStore, PatchSampler, make_loader
 from itermask_auto.training.network import count_parameters, unwrap
@@ -88,7 +88,7 @@ class Trainer:
                 find_unused_parameters=True)
         if compile:
             self.model = torch.compile(self.model)
-        planned_batch = int(self.stage.batch_size or self.config.batch_size)
+        planned_batch = stage_batch_size(self.stage, plans, configuration)
         self.batch_size, self.global_batch, self.lr_factor = rank_batch(planned_batch, ranks.world_size)
         self.optimizer = build_optimizer(self.network.parameters(), self.tp)
         self.amp_dtype = autocast_dtype(device, self.tp.mixed_precision)
@@ -153,7 +153,7 @@ class Trainer:
         batches shared out over the ranks; on the unwrapped network (no DDP collective on a partial share)."""
         self.network.eval()
         sampler = self._sampler(self.val_cases, augment=False, seed=self.seed + VALIDATION_SEED_OFFSET,
-                                batch=int(self.stage.batch_size or self.config.batch_size))
+                                batch=stage_batch_size(self.stage, self.plans, self.configuration))
         ctx = self.step_context(training=False)
         total = count = 0.0
         for n in range(self.ranks.rank, max(1, self.tp.validation_iterations), self.ranks.world_size):

@@ -39,7 +39,6 @@ class MMCCD(Method):
         return mmccd_plan.default_plan(plans)
 
     def epochs_for_machine(self, planned, plans, iteration_seconds) -> Dict[str, Any]:
-        self.check(plans, "2d")
         return mmccd_plan.with_measured_epochs(
             planned, {s.name: iteration_seconds(s, "2d") for s in self.stages(plans, "2d")})
 
