@@ -22,8 +22,11 @@ from itermask_auto.training.masks import training_mask
 from itermask_auto.training.schedule import autocast_dtype, build_optimizer, set_torch_threads
 from itermask_auto.training.trainer import GRAD_CLIP
 
-PROBE_WARMUP = 1   # the first step allocates and picks oneDNN kernels: not timed
-PROBE_STEPS = 3
+# the first steps allocate and pick oneDNN kernels: not timed. Single steps of one network jitter by up to 2x on a
+# shared 2-core VM (IXI 3d: 0.18-0.43 s within one run), so the median of 7: with 3, three plans of one machine
+# within minutes gave 0.22, 0.33 and 0.35 s (176-248 epochs)
+PROBE_WARMUP = 2
+PROBE_STEPS = 7
 
 
 def time_steps(step: Callable[[], None], warmup: int = PROBE_WARMUP, steps: int = PROBE_STEPS) -> Tuple[float, int]:
