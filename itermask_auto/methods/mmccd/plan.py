@@ -203,9 +203,9 @@ def with_measured_epochs(planned: Dict[str, Any], seconds: Dict[str, float]) -> 
     prof = PROFILES["cpu"]
     iterations = int(planned["iterations_per_epoch"])
     forward_epochs, backward_epochs = _budget_epochs(prof, iterations, seconds["forward"], seconds["backward"])
-    rule = (f"cpu profile: {prof['training_budget_s'] / 60:g} min ({prof['forward_share']:.0%} forward) / "
-            f"({seconds['forward']:.3f} / {seconds['backward']:.3f} s/iteration (forward / backward) measured on the "
-            f"planning machine: the engine's step on a synthetic batch + the data pipeline; `--throughput reference`: "
-            f"the reference CPU's GFLOP/s) x {iterations} iterations x 1.1 validation)")
+    rule = (f"cpu profile: {prof['training_budget_s'] / 60:g} min ({prof['forward_share']:.0%} forward) / (s/iteration "
+            f"x {iterations} iterations x 1.1 validation) at {seconds['forward']:.3f} s (forward) and "
+            f"{seconds['backward']:.3f} s (backward) per iteration, measured on the planning machine: the engine's "
+            "step on a synthetic batch + the data pipeline (`--throughput reference`: the reference CPU's GFLOP/s)")
     return {**planned, "forward_epochs": forward_epochs, "backward_epochs": backward_epochs,
             "training_rule": rule + _optimiser_rule(prof)}
