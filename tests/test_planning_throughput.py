@@ -1,6 +1,8 @@
 """The CPU profile's epochs from the step time measured on the planning machine (experiment_planning/throughput.py)."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -87,6 +89,7 @@ def test_throughput_mode_from_argument_environment_and_default(monkeypatch):
 
 
 def test_plan_command_measures_by_default_and_refuses_a_bad_mode(data_roots, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
     raw = write_phantom_dataset(data_roots["raw"], dataset_id=991, n_train=3, n_test_healthy=1, n_test_lesion=1,
                                 size=(32, 40, 32), spacing=(3.0, 3.0, 3.0), with_masks=False)
     args = ["-d", "991", "-np", "1", "--profile", "cpu", "-c", "3d", "--plan_only"]
