@@ -34,11 +34,6 @@ def binned_average_precision(positives: np.ndarray, negatives: np.ndarray) -> fl
     return M.average_precision_from_counts(np.cumsum(positives[::-1]), np.cumsum(negatives[::-1]))
 
 
-def pooled_dice(counts: np.ndarray, weights: np.ndarray) -> float:
-    tp, fp, fn = weights @ counts
-    return M.dice_from_counts(tp, fp, fn)
-
-
 class MethodCases:
     """One method's per-case score histograms and segmentation counts on the test set."""
 
@@ -52,7 +47,13 @@ class MethodCases:
         self.counts = counts     # per case: tp, fp, fn of the method's segmentation (whole volume, as evaluated)
 
     def auprc(self, weights: np.ndarray) -> float:
+        """Pooled AUPRC of the cases drawn `weights` times each."""
         return binned_average_precision(weights @ self.positives, weights @ self.negatives)
+
+    def dice(self, weights: np.ndarray) -> float:
+        """Pooled Dice of the segmentation over the cases drawn `weights` times each."""
+        tp, fp, fn = weights @ self.counts
+        return M.dice_from_counts(tp, fp, fn)
 
 
 def load_method(pred_dir: Path, cases: List[str], labels_dir: Path, brain_dir: Path, bins: int) -> MethodCases:
@@ -70,8 +71,7 @@ def load_method(pred_dir: Path, cases: List[str], labels_dir: Path, brain_dir: P
 
 
 def interval(values: np.ndarray) -> List[float]:
-    """2.5 and 97.5 percentiles of the defined values (a resample without lesion voxels has no AUPRC)."""
-    return [float(np.nanquantile(values, 0.025)), float(np.nanquantile(values, 0.975))]
+    return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
 
 
 def compare(a: MethodCases, b: MethodCases, reps: int, seed: int) -> Dict[str, Dict[str, object]]:
@@ -80,12 +80,14 @@ def compare(a: MethodCases, b: MethodCases, reps: int, seed: int) -> Dict[str, D
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n, np.full(n, 1.0 / n), size=reps).astype(np.float64)
     out = {}
-    for name, fig in (("auprc", lambda m, w: m.auprc(w)), ("dice", lambda m, w: pooled_dice(m.counts, w))):
-        diffs = np.array([fig(a, w) - fig(b, w) for w in draws])
-        defined = diffs[np.isfinite(diffs)]
+    for name in ("auprc", "dice"):
+        fig_a, fig_b = getattr(a, name), getattr(b, name)
+        diffs = np.array([fig_a(w) - fig_b(w) for w in draws])
+        defined = diffs[np.isfinite(diffs)]   # a resample without lesion voxels has no AUPRC
         if not defined.size:
             raise SystemExit(f"no resample has a defined {name} (no lesion voxel in the labels?)")
-        out[name] = {"a": fig(a, ones), "b": fig(b, ones), "difference": fig(a, ones) - fig(b, ones),
+        full_a, full_b = fig_a(ones), fig_b(ones)
+        out[name] = {"a": full_a, "b": full_b, "difference": full_a - full_b,
                      "interval_95": interval(defined), "share_a_at_least_b": float(np.mean(defined >= 0)),
                      "undefined_resamples": int(diffs.size - defined.size)}
     out["auprc"].update({"a_exact": a.exact_auprc, "b_exact": b.exact_auprc})
