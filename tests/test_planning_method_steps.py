@@ -1,21 +1,24 @@
-"""The cpu epochs of methods with stages of their own (sadm, constrained, mmccd) from their steps timed on the
-planning machine (training/step_probe.py, Method.epochs_for_machine)."""
+"""The cpu epochs of methods with stages of their own (sadm, constrained, mmccd, itermask2's two networks) from
+their steps timed on the planning machine (training/step_probe.py, Method.epochs_for_machine)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from itermask_auto.experiment_planning.planner import data_pipeline_seconds, plan_experiment
+from itermask_auto.experiment_planning.api import epochs_moved
+from itermask_auto.experiment_planning.planner import (CPU_VALIDATION_FACTOR, budget_epochs, data_pipeline_seconds,
+                                                       plan_experiment)
 from itermask_auto.methods.constrained import plan as constrained_plan
 from itermask_auto.methods.mmccd import plan as mmccd_plan
-from itermask_auto.methods.base import Method, Stage
+from itermask_auto.methods.base import Method, Stage, with_recipe
 from itermask_auto.methods.registry import get_method
 from itermask_auto.methods.sadm import plan as sadm_plan
 from itermask_auto.training.step_probe import stage_step_seconds, synthetic_batch, time_steps
 from test_reference_plans import DATASET_JSON, _fingerprint   # tests/ is on sys.path, as for conftest
 
 TWO_SEQUENCES = {**DATASET_JSON, "channel_names": {"0": "FLAIR", "1": "T2"}}
-FAKE_SECONDS = {"diffusion": 1.0, "delineation": 0.5, "vae": 0.3, "forward": 0.4, "backward": 0.3}
+FAKE_SECONDS = {"diffusion": 1.0, "delineation": 0.5, "vae": 0.3, "forward": 0.4, "backward": 0.3,
+                "reconstruction": 0.25, "first_iter": 0.15}
 
 
 def _plans(dataset_json=DATASET_JSON, profile="cpu", timed=None, shape_mm=(140.0, 170.0, 140.0)):
@@ -27,8 +30,8 @@ def _plans(dataset_json=DATASET_JSON, profile="cpu", timed=None, shape_mm=(140.0
                            step_timer=lambda config: (0.2, "fake"), stage_timer=stage_timer)
 
 
-def _iteration(plans, stage_name: str, batch: int = 8) -> float:
-    return FAKE_SECONDS[stage_name] + data_pipeline_seconds(batch, plans.configuration("2d").patch_size)
+def _iteration(plans, stage_name: str, batch: int = 8, configuration: str = "2d") -> float:
+    return FAKE_SECONDS[stage_name] + data_pipeline_seconds(batch, plans.configuration(configuration).patch_size)
 
 
 def test_each_method_plans_its_epochs_from_its_own_timed_stages():
@@ -36,7 +39,9 @@ def test_each_method_plans_its_epochs_from_its_own_timed_stages():
     plans = _plans(TWO_SEQUENCES, timed=timed)
     assert sorted(timed) == sorted([("constrained", "vae", "2d"), ("constrained_entropy", "vae", "2d"),
                                     ("mmccd", "forward", "2d"), ("mmccd", "backward", "2d"),
-                                    ("sadm", "diffusion", "2d"), ("sadm", "delineation", "2d")])
+                                    ("sadm", "diffusion", "2d"), ("sadm", "delineation", "2d")]
+                                   + [("itermask2", stage, c) for stage in ("reconstruction", "first_iter")
+                                      for c in ("2d", "3d")])
     sadm = plans.method_plans["sadm"]
     fractions = sadm_plan.CPU_VALIDATION_STEP_FRACTION
     for stage, share, fraction in (("diffusion", sadm_plan.CPU_DIFFUSION_SHARE, fractions[0]),
@@ -60,6 +65,34 @@ def test_each_method_plans_its_epochs_from_its_own_timed_stages():
     assert "measured on the planning machine" in mmccd["training_rule"]
     # what the trainer reads: the stages' recipes
     assert get_method("sadm").stages(plans, "2d")[0].recipe["num_epochs"] == sadm["diffusion_recipe"]["num_epochs"]
+
+
+def test_itermask2_fits_both_its_networks_into_the_budget_of_each_configuration():
+    plans = _plans()
+    planned = plans.method_plans["itermask2"]
+    method = get_method("itermask2")
+    iterations = plans.training.iterations_per_epoch
+    for configuration in ("2d", "3d"):
+        batch = plans.configuration(configuration).batch_size
+        seconds = sum(_iteration(plans, s, batch, configuration) for s in ("reconstruction", "first_iter"))
+        epochs = budget_epochs(seconds * CPU_VALIDATION_FACTOR * iterations)
+        assert 10 < epochs < 300   # inside budget_epochs' limits: the formula itself decides
+        assert planned[f"{configuration}_recipe"] == {"num_epochs": epochs}
+        # both networks' epochs with validation fit 75 minutes, one more epoch would not
+        assert epochs * seconds * 1.15 * iterations <= 75 * 60 < (epochs + 1) * seconds * 1.15 * iterations
+        assert f"→ {epochs} epochs each" in planned["rules"][f"{configuration}_recipe"]
+        stages = method.stages(plans, configuration)   # what the trainer reads; --epochs still wins
+        assert [with_recipe(plans.training, s).num_epochs for s in stages] == [epochs, epochs]
+        assert {with_recipe(plans.training, s, epochs=3).num_epochs for s in stages} == {3}
+    # one network timed for the plan's own `training` epochs: 0.2 s (the fake step timer) at the 3d batch
+    assert plans.training.num_epochs > planned["3d_recipe"]["num_epochs"]
+    # planned for the reference CPU: no recipe of its own, both networks train the plan's epochs
+    reference = plan_experiment(_fingerprint([(2.0,) * 3] * 6), DATASET_JSON, "D", profile="cpu")
+    assert "itermask2" not in reference.method_plans
+    moved = epochs_moved(reference, plans)   # what a re-plan from the reference rule warns about
+    assert f"itermask2.2d_recipe.num_epochs {planned['2d_recipe']['num_epochs']} (new)" in moved
+    assert {with_recipe(reference.training, s).num_epochs for s in method.stages(reference, "2d")} == {
+        reference.training.num_epochs}
 
 
 def test_without_a_stage_timer_or_on_the_gpu_profile_nothing_is_timed():
@@ -91,7 +124,7 @@ def test_synthetic_batches_have_the_samplers_keys_and_shapes():
             assert batch["mask"].any() and not (batch["mask"] & ~batch["brain"]).any()
 
 
-@pytest.mark.parametrize("name", ["sadm", "constrained", "mmccd", "itermask3d"])
+@pytest.mark.parametrize("name", ["sadm", "constrained", "mmccd", "itermask3d", "itermask2"])
 def test_a_real_stage_step_is_timed_and_leaves_threads_and_random_stream_alone(name):
     plans = _plans(TWO_SEQUENCES, shape_mm=(64.0, 64.0, 64.0))   # small slices and patches: a quick step
     method = get_method(name)

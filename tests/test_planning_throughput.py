@@ -105,6 +105,7 @@ def test_plan_command_measures_by_default_and_refuses_a_bad_mode(data_roots, mon
     assert "measured on the planning machine" in measured.method_plans["constrained"]["rules"]["num_epochs"]
     assert any("sadm not timed (sadm slice_size" in r.getMessage() for r in caplog.records)
     assert "reference CPU" in measured.method_plans["sadm"]["rules"]["recipes"]
+    assert set(measured.method_plans["itermask2"]) == {"2d_recipe", "3d_recipe", "rules"}   # its two networks
     assert plan_main(args + ["--throughput", "reference", "--clean"]) == 0
     reference = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json")
     assert "GMAC/s" in reference.rules["training"]
@@ -122,4 +123,7 @@ def test_a_replan_that_moves_the_epochs_says_so(data_roots, monkeypatch, caplog)
     assert plan_main(args + ["--throughput", "reference"]) == 0
     reference = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json").training.num_epochs
     assert reference != 10
-    assert any(f"epochs changed: training from 10 to {reference}" in r.getMessage() for r in caplog.records)
+    changed = [r.getMessage() for r in caplog.records if "epochs changed" in r.getMessage()]
+    assert len(changed) == 1 and f"training from 10 to {reference}" in changed[0]
+    # the reference rule plans no itermask2 recipes: the re-plan names them as gone
+    assert "itermask2.3d_recipe.num_epochs no longer planned (was " in changed[0]

@@ -120,7 +120,7 @@ def _preprocess_one(case_id: str, channel_paths: List[Path], mask_path: Path, pl
 
 def planned_epochs(plans) -> Dict[str, int]:
     """Every epoch count of a plan by name: the U-Net methods' `training`, and each method's own (sadm's stage
-    recipes, constrained's num_epochs, mmccd's forward/backward epochs)."""
+    recipes, constrained's num_epochs, mmccd's forward/backward epochs, itermask2's per-configuration recipes)."""
     out = {"training": int(plans.training.num_epochs)}
     for name, planned in sorted(plans.method_plans.items()):
         for key, value in planned.items():
@@ -132,9 +132,12 @@ def planned_epochs(plans) -> Dict[str, int]:
 
 
 def epochs_moved(old, new) -> List[str]:
-    """'NAME from X to Y' for each epoch count that differs between two plans."""
+    """'NAME from X to Y' for each epoch count that differs between two plans; a count only one of them plans (e.g.
+    itermask2's recipes, which the reference rule leaves to `training`) is named as new or no longer planned."""
     before, after = planned_epochs(old), planned_epochs(new)
-    return [f"{k} from {before[k]} to {after[k]}" for k in after if k in before and before[k] != after[k]]
+    return ([f"{k} from {before[k]} to {after[k]}" for k in after if k in before and before[k] != after[k]]
+            + [f"{k} {after[k]} (new)" for k in after if k not in before]
+            + [f"{k} no longer planned (was {before[k]})" for k in before if k not in after])
 
 
 def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d", "2d"), num_processes: int = 2,
@@ -142,8 +145,9 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                         verify_dataset_integrity: bool = False, plan_only: bool = False,
                         throughput: Optional[str] = None) -> Path:
     """Run the whole first stage for one dataset; return the preprocessed dataset folder. throughput (cpu profile):
-    "measure" times the planned network's step (and the own stages of sadm, constrained, mmccd) here to plan the
-    epochs, "reference" plans for the project's reference CPU; None reads ITERMASK_PLAN_THROUGHPUT, else "measure"."""
+    "measure" times the planned network's step (and the own stages of sadm, constrained, mmccd, itermask2) here to
+    plan the epochs, "reference" plans for the project's reference CPU; None reads ITERMASK_PLAN_THROUGHPUT, else
+    "measure"."""
     measure = throughput_mode(throughput) == "measure" and profile == "cpu"
     timer, stage_timer = (measure_seconds_per_iteration, measure_stage_seconds) if measure else (None, None)
     raw_folder = find_dataset(raw_root(), dataset)

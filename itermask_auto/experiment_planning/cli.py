@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput", choices=["measure", "reference"], default=None,
                    help="cpu profile: plan the epochs that fill the 75-min budget at the step time measured on this "
                         "machine (measure, default; also each stage of sadm, constrained and mmccd for their own "
-                        "budgets; seconds to a minute) or at the project's reference 2-core CPU (reference: the same "
-                        "plan on every machine). Default from ITERMASK_PLAN_THROUGHPUT, else measure")
+                        "budgets, and itermask2's two networks to share the 75 min; seconds to a minute) or at the "
+                        "project's reference 2-core CPU (reference: the same plan on every machine). Default from "
+                        "ITERMASK_PLAN_THROUGHPUT, else measure")
     p.add_argument("--verify_dataset_integrity", action="store_true", help="read and check every file first")
     p.add_argument("--clean", action="store_true", help="start from scratch (also drops an existing splits.json)")
     p.add_argument("--plan_only", action="store_true",

@@ -172,7 +172,7 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
                     step_timer: Optional[StepTimer] = None, stage_timer: Optional[StageTimer] = None) -> Plans:
     """The plan for one dataset. step_timer (cpu profile): times the planned network's training step on this
     machine, so the epochs fill the CPU budget here; stage_timer does the same for the stages of methods that
-    plan epochs of their own (sadm, constrained, mmccd); None plans for the reference CPU (deterministic)."""
+    plan epochs of their own (sadm, constrained, mmccd, itermask2); None plans for the reference CPU (deterministic)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile '{profile}' (known: {sorted(PROFILES)})")
     prof = dict(PROFILES[profile])
@@ -242,8 +242,9 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
 def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None) -> Dict[str, Dict[str, Any]]:
     """Each registered method's own planned parameters (Method.default_plan), written into the plan so that a
     person can read and edit them; methods without parameters of their own are left out. With stage_timer (cpu
-    profile) each method may re-plan its epochs from its stages' steps timed here (Method.epochs_for_machine)."""
-    from itermask_auto.methods.base import stage_batch_size
+    profile) each method may re-plan its epochs from its stages' steps timed here (Method.epochs_for_machine; one
+    without a plan of its own, itermask2, may gain one)."""
+    from itermask_auto.methods.base import Method, stage_batch_size
     from itermask_auto.methods.registry import METHODS   # the methods import torch: only when planning
     planned = {name: p for name, method in sorted(METHODS.items()) if (p := method.default_plan(plans))}
     if stage_timer is None or plans.profile != "cpu":
@@ -258,18 +259,22 @@ def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None) -> Dict
         return step + data
 
     for name, method in sorted(METHODS.items()):
-        if name not in planned or not planned[name].get("usable", True):   # e.g. mmccd on one sequence
+        if type(method).epochs_for_machine is Method.epochs_for_machine:   # trains the plan's `training` epochs
+            continue
+        if not planned.get(name, {}).get("usable", True):   # e.g. mmccd on one sequence
             continue
         try:
             method.check(plans, method.configurations[0])
         except ValueError as e:   # a method this dataset's plan cannot train (its check says why, again, if it is
             # chosen for training): not timed; a line in the log, not a warning, since the dataset may never need it
-            logger.info("planning throughput: %s not timed (%s); its epochs keep the reference CPU's rule", name, e)
+            logger.info("planning throughput: %s not timed (%s); its epochs keep their untimed rule", name, e)
             continue
         try:
             timer = functools.partial(iteration_seconds, method)
-            planned[name] = method.epochs_for_machine(planned[name], plans, timer)
+            measured = method.epochs_for_machine(planned.get(name, {}), plans, timer)
+            if measured:   # a method without a plan of its own (itermask2) may gain one here
+                planned[name] = measured
         except Exception as e:   # timing an optional method must not stop the plan of every other one
-            logger.warning("planning throughput: timing %s failed (%s: %s); its epochs keep the reference CPU's rule",
+            logger.warning("planning throughput: timing %s failed (%s: %s); its epochs keep their untimed rule",
                            name, type(e).__name__, e)
     return planned

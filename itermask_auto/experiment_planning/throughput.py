@@ -6,8 +6,8 @@ epoch took 79 s on the 2-core AVX2 CPU the constant was calibrated on (fp32), 34
 planned network (random input of the planned patch and batch, at the precision `auto` training will use, in the
 trainer's memory layout, on as many threads as training takes by default) and plans the epochs from that;
 `reference` keeps the constant (the same plan on every machine, as the checked-in reference plans and the test
-suite need). Methods that train networks of their own (sadm, constrained, mmccd) have each stage timed the same
-way (`measure_stage_seconds`, training/step_probe.py)."""
+suite need). Methods that train networks of their own (sadm, constrained, mmccd) or two U-Nets (itermask2) have
+each stage timed the same way (`measure_stage_seconds`, training/step_probe.py)."""
 from __future__ import annotations
 
 import logging
@@ -34,10 +34,10 @@ def measure_seconds_per_iteration(config, warmup: Optional[int] = None,
                                   steps: Optional[int] = None) -> tuple[float, str]:
     """Median seconds of one optimiser step (forward, backward, Adam) of the planned reconstruction network at the
     planned patch and batch on this CPU; returns (seconds, a description of what was timed). The network is the
-    plan's U-Net, which itermask3d, oneshot and itermask2 train (`ae`, its skip-less twin, trains the same epochs
-    at ~the same cost); sadm, constrained and mmccd have their own stages timed (training/step_probe.py) and plan
-    their epochs from them (Method.epochs_for_machine). warmup / steps: untimed and timed steps (default: the
-    probe's, training/step_probe.py)."""
+    plan's U-Net, which itermask3d and oneshot train (`ae`, its skip-less twin, trains the same epochs at ~the same
+    cost); sadm, constrained, mmccd and itermask2 (two networks) have their own stages timed
+    (training/step_probe.py) and plan their epochs from them (Method.epochs_for_machine). warmup / steps: untimed
+    and timed steps (default: the probe's, training/step_probe.py)."""
     import torch
 
     from itermask_auto.experiment_planning.plans import TrainingPlan

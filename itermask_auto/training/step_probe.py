@@ -2,12 +2,12 @@
 
 The planner's cpu profile fills a wall-clock budget with epochs, so it needs the machine's step time: for the U-Net
 methods it times the planned network (experiment_planning/throughput.py); methods that train networks and steps of
-their own (sadm, constrained, mmccd) are timed here, each stage with the engine's own step (the method's loss,
-backward, gradient clip, optimiser; `Trainer.train_step`) on a synthetic batch of the stage's shape: an ellipse of
-smooth random "tissue" as the brain, the training mask the stage asks for, per-sample seeds. It runs at the last
-epoch, where every term of a staged loss is on (a constraint that starts after a warm-up), at the precision the
-stage's recipe trains with, on the threads training takes by default. What the step does with its data (synthetic
-anomalies, noise) is in it; the engine's sampling and augmentation are not (the planner adds them)."""
+their own (sadm, constrained, mmccd, itermask2's two) are timed here, each stage with the engine's own step (the
+method's loss, backward, gradient clip, optimiser; `Trainer.train_step`) on a synthetic batch of the stage's shape:
+an ellipse of smooth random "tissue" as the brain, the training mask the stage asks for, per-sample seeds. It runs
+at the last epoch, where every term of a staged loss is on (a constraint that starts after a warm-up), at the
+precision the stage's recipe trains with, on the threads training takes by default. What the step does with its data
+(synthetic anomalies, noise) is in it; the engine's sampling and augmentation are not (the planner adds them)."""
 from __future__ import annotations
 
 import statistics

@@ -4,6 +4,7 @@ shrinks the mask with τ calibrated on healthy validation cases. Two stages: the
 training) and the first-iteration network (`first_iter.py`, in fold_N/first_iter/)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -13,6 +14,7 @@ from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.base import Stage, StepContext
 from itermask_auto.methods.itermask2.calibration import masked_error_tau
 from itermask_auto.methods.itermask2.first_iter import FIRST_ITER, HFOnly, first_iter_configuration
+from itermask_auto.methods.itermask2.plan import measured_epochs, recipe_key
 from itermask_auto.methods.itermask2.procedure import itermask2
 from itermask_auto.methods.masked_reconstruction.method import MaskedReconstruction
 from itermask_auto.training.network import build_network
@@ -25,9 +27,19 @@ class IterMask2(MaskedReconstruction):
     inference = "itermask2"
     configurations = ("2d", "3d")   # the paper's method is 2-D; the same procedure also runs with 3-D windows
 
+    def epochs_for_machine(self, planned, plans, iteration_seconds) -> Dict[str, Any]:
+        # both networks share the cpu budget (plan.py); timed without a recipe: the recipe is what is being planned
+        return {**planned, **measured_epochs(plans, self.configurations,
+                                             lambda c: self._stages(plans, c, {}), iteration_seconds)}
+
     def stages(self, plans, configuration) -> List[Stage]:
-        return super().stages(plans, configuration) + [
-            Stage(FIRST_ITER, folder=FIRST_ITER, training_mask="none", validation_label="brain MSE")]
+        return self._stages(plans, configuration, self.method_plan(plans).get(recipe_key(configuration)) or {})
+
+    def _stages(self, plans, configuration, recipe) -> List[Stage]:
+        reconstruction, = super().stages(plans, configuration)
+        return [dataclasses.replace(reconstruction, recipe=dict(recipe)),
+                Stage(FIRST_ITER, folder=FIRST_ITER, training_mask="none", validation_label="brain MSE",
+                      recipe=dict(recipe))]
 
     def build_network(self, stage: Stage, plans, configuration) -> torch.nn.Module:
         if stage.name == FIRST_ITER:
