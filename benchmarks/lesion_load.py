@@ -9,14 +9,15 @@ validation final-mask fraction, and per case the segmented fraction of the brain
 
     python benchmarks/lesion_load.py --work_dir /tmp/lesion_load [--epochs 8] [--iterations 25]
                                      [--variants planned reference itermask2_mode itermask2_final
-                                                 itermask2_final_scaled]
+                                                 itermask2_final_scaled itermask2_final_hf]
 
 Variants: `planned` = the keys the planner writes today; `reference` = the keys of plans made before issue 17
 (knee on the absolute error, γ aimed at the first-pass quantile, no rim margin); `itermask2_mode` = the planned
 keys with one τ calibrated on the healthy validation first-pass errors ((1 − α) quantile) instead of the
 per-subject knee; `itermask2_final` = the same with τ searched so that the healthy validation FINAL masks cover α
 (`calibration.itermask2_tau_target final_mask_fraction`); `itermask2_final_scaled` = that τ in units of each
-case's median whole-brain-masked error (`inference.tau_scale median_error`).
+case's median whole-brain-masked error (`inference.tau_scale median_error`); `itermask2_final_hf` = in units of
+its high-pass first-pass error (`inference.tau_scale hf_median_error`, the demo's unit).
 """
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ REFERENCE_KEYS = {"inference.knee_scale": "absolute", "inference.fit_max_thresho
                   "calibration.brain_erosion_candidates_mm": [], "inference.brain_erosion_mm": 0.0}
 EDITED_KEYS = tuple(REFERENCE_KEYS)
 VARIANTS = {"planned": "planned", "reference": REFERENCE_KEYS, "itermask2_mode": "planned+itermask2",
-            "itermask2_final": "planned+itermask2_final", "itermask2_final_scaled": "planned+itermask2_final_scaled"}
+            "itermask2_final": "planned+itermask2_final", "itermask2_final_scaled": "planned+itermask2_final_scaled",
+            "itermask2_final_hf": "planned+itermask2_final_hf"}
+TAU_UNITS = {"planned+itermask2_final": "absolute", "planned+itermask2_final_scaled": "median_error",
+             "planned+itermask2_final_hf": "hf_median_error"}
 
 
 def planned_keys(fold: Path) -> dict:
@@ -185,10 +189,9 @@ def main() -> int:
             edits = planned_keys(fold)
         elif edits == "planned+itermask2":
             edits = {**planned_keys(fold), "inference.mode": "itermask2"}
-        elif edits in ("planned+itermask2_final", "planned+itermask2_final_scaled"):
+        elif edits in TAU_UNITS:
             edits = {**planned_keys(fold), "inference.mode": "itermask2",
-                     "calibration.itermask2_tau_target": "final_mask_fraction",
-                     "inference.tau_scale": "median_error" if edits.endswith("_scaled") else "absolute"}
+                     "calibration.itermask2_tau_target": "final_mask_fraction", "inference.tau_scale": TAU_UNITS[edits]}
         run_variant(name, edits, fold, prepared)
     return 0
 

@@ -3,7 +3,8 @@
 For each healthy validation case of a trained itermask3d fold (the masks it was preprocessed with) and any extra
 healthy scans given, finds the scan's own α-τ (the τ whose shrink, from the whole brain, leaves α of that scan's
 brain masked; geometric bisection in [0.1, 3] over --steps shrinks) and the statistics of its first-pass
-(whole-brain-masked) error. Prints, for each candidate unit (absolute, median, mean, 90/95/99th percentile), the
+(whole-brain-masked) error. Prints, for each candidate unit (absolute, median, mean, 90/95/99th percentile, the
+median of the high-pass squared error `hf_median` = the plan's `hf_median_error`), the
 spread (std of log) of own-τ / unit over the validation cases, and for each extra scan its own-τ / unit against
 the validation median (1 = one τ in that unit fits it). No label is read. About a minute per IXI scan on 2 cores.
 
@@ -21,11 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-UNITS = ("absolute", "median", "mean", "q90", "q95", "q99")
+UNITS = ("absolute", "median", "mean", "q90", "q95", "q99", "hf_median")
 
 
-def own_tau(predictor, data, hf, region, alpha: float, steps: int) -> tuple[float, np.ndarray]:
-    """(the scan's α-τ, its first-pass errors in the region)."""
+def own_tau(predictor, data, hf, region, alpha: float, steps: int) -> tuple[float, np.ndarray, float]:
+    """(the scan's α-τ, its first-pass errors in the region, its `hf_median_error` unit)."""
+    from itermask_auto.methods.itermask3d.procedure import error_scale
     from itermask_auto.methods.masked_reconstruction.procedures import shrink, squared_error
     plan = predictor.plans.inference
     first = predictor.spec.reconstructor(predictor, data, hf, plan)(region)
@@ -35,7 +37,8 @@ def own_tau(predictor, data, hf, region, alpha: float, steps: int) -> tuple[floa
         sh = shrink(predictor.spec.reconstructor(predictor, data, hf, plan), data, region, mid,
                     plan.convergence_tolerance, plan.max_shrink_passes, first_recon=first)
         lo, hi = (mid, hi) if sh.mask.sum() > alpha * region.sum() else (lo, mid)
-    return float(np.sqrt(lo * hi)), squared_error(data, first, region)[region]
+    return (float(np.sqrt(lo * hi)), squared_error(data, first, region)[region],
+            error_scale(data, first, region, "hf_median_error", plan))
 
 
 def unit_of(row: dict, unit: str) -> float:
@@ -73,8 +76,9 @@ def main() -> int:
     rows = {}
     for name, data, hf, brain in scans():
         start = time.perf_counter()
-        tau, errors = own_tau(predictor, data, hf, predictor.scoring_region(brain), alpha, args.steps)
+        tau, errors, hf_median = own_tau(predictor, data, hf, predictor.scoring_region(brain), alpha, args.steps)
         rows[name] = {"own_tau": tau, "median": float(np.median(errors)), "mean": float(errors.mean()),
+                      "hf_median": hf_median,
                       **{f"q{q}": float(np.quantile(errors, q / 100)) for q in (90, 95, 99)}}
         print(name, {k: round(v, 4) for k, v in rows[name].items()}, f"{time.perf_counter() - start:.0f} s",
               flush=True)

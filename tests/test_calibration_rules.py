@@ -12,7 +12,7 @@ from itermask_auto.calibration.rim import choose_erosion
 from itermask_auto.experiment_planning.plans import InferencePlan
 from itermask_auto.inference.scoring_region import ball, edge_distance_mm, erode_brain
 from itermask_auto.methods.itermask3d.gamma import GAMMA_GRID, calibrate_gamma, gamma_target
-from itermask_auto.methods.itermask3d.procedure import itermask3d, knee_scale, sweep_schedule
+from itermask_auto.methods.itermask3d.procedure import error_scale, itermask3d, knee_scale, sweep_schedule
 
 SWEEP_I = sweep_schedule(8, 99.0)
 
@@ -30,15 +30,36 @@ def test_knee_scale_makes_gamma_independent_of_the_error_level():
     taus = []
     for level in (0.1, 10.0):   # a well and a poorly reconstructing model: the same curve shape
         first = np.full((4, 4, 4), level, np.float32)
-        assert knee_scale(first, brain, plan) == pytest.approx(level)
-        swept = types.SimpleNamespace(i=SWEEP_I, t=_healthy_curve(level, 0), passes=len(SWEEP_I), first_recon=None,
-                                      first_error=first)
-        result = itermask3d(lambda m, needed=None: np.zeros((1, 4, 4, 4), np.float32), np.zeros((1, 4, 4, 4)),
-                            brain, plan, sweep_result=swept)
+        image = np.full((1, 4, 4, 4), np.sqrt(level), np.float32)   # against a zero reconstruction: error = level
+        assert knee_scale(image, np.zeros_like(image), brain, plan) == pytest.approx(level)
+        swept = types.SimpleNamespace(i=SWEEP_I, t=_healthy_curve(level, 0), passes=len(SWEEP_I),
+                                      first_recon=np.zeros_like(image), first_error=first)
+        result = itermask3d(lambda m, needed=None: np.zeros((1, 4, 4, 4), np.float32), image, brain, plan,
+                            sweep_result=swept)
         taus.append(result.tau / level)
     assert taus[0] == pytest.approx(taus[1], rel=1e-6)
     with pytest.raises(ValueError, match="knee_scale"):
-        knee_scale(first, brain, InferencePlan(knee_scale="nonsense"))
+        knee_scale(image, image, brain, InferencePlan(knee_scale="nonsense"))
+
+
+def test_high_pass_unit_ignores_the_first_pass_low_frequency_guess():
+    """Two heads whose first passes miss their low-frequency level by different amounts (a bias field) but make the
+    same fine-scale errors: the plain median differs, the high-pass median does not."""
+    rng = np.random.default_rng(0)
+    brain = np.zeros((24, 24, 24), bool)
+    brain[3:-3, 3:-3, 3:-3] = True
+    fine = rng.normal(0, 0.1, brain.shape).astype(np.float32)
+    z = np.linspace(0, 1, 24, dtype=np.float32)[:, None, None]
+    plan = InferencePlan()
+    units = {}
+    for name, offset in (("flat", 0.0), ("biased", 0.5 + 0.5 * z)):
+        image = np.asarray((fine + offset)[None], np.float32)
+        recon = np.zeros_like(image)
+        units[name] = {rule: error_scale(image, recon, brain, rule, plan)
+                       for rule in ("median_error", "hf_median_error")}
+    assert units["biased"]["median_error"] > 10 * units["flat"]["median_error"]
+    assert units["biased"]["hf_median_error"] == pytest.approx(units["flat"]["hf_median_error"], rel=0.1)
+    assert units["flat"]["hf_median_error"] == pytest.approx(0.01 * 0.455, rel=0.2)   # median of (0.1·N(0,1))²
 
 
 def test_sweep_quantile_target_puts_gamma_inside_its_grid():

@@ -107,8 +107,11 @@ class InferencePlan:
     # mode "itermask2": the calibrated τ is in units of "absolute" error (plans made before it) or of each case's
     # median whole-brain-masked error ("median_error": τ then follows a scan whose errors are all higher, e.g. from
     # another site, as the knee does; "q99_error": its 99th percentile, steadier within a site); calibration
-    # records the unit it searched in, and prediction uses that one
+    # records the unit it searched in, and prediction uses that one; "hf_median_error": the median of its squared
+    # error after the residual's local mean is removed (the low-frequency guess that scatters the plain median)
     tau_scale: str = "absolute"
+    # "hf_median_error" (knee_scale or tau_scale): σ (voxels) of the local mean removed from the first pass's residual
+    unit_highpass_voxels: float = 2.0
     # every method: anomaly maps, thresholds and segmentations live in the brain mask eroded by this much (the
     # brain's rim is where healthy scans make most false positives); calibration may choose it (calibration plan)
     brain_erosion_mm: float = 0.0

@@ -93,7 +93,7 @@ class IterMask3D(MaskedReconstruction):
             firsts[case] = first_recon
             first_error = squared_error(data, first_recon, brain)
             # τ is searched in the unit prediction will read it in (inference.tau_scale)
-            scales[case] = error_scale(first_error, brain, plan.tau_scale, "inference.tau_scale")
+            scales[case] = error_scale(data, first_recon, brain, plan.tau_scale, plan, "inference.tau_scale")
             quantiles[case] = first_pass_quantile([first_error[brain]], alpha) / scales[case]
         quantiles = context.gather(quantiles)
         step = [0]
@@ -151,7 +151,7 @@ class IterMask3D(MaskedReconstruction):
             start, rec = time.perf_counter(), self.reconstructor(predictor, data, hf, plan)
             s = sweep(rec, data, brain, schedule)
             context.state[case] = (s, time.perf_counter() - start)
-            scale = knee_scale(s.first_error, brain, plan)
+            scale = knee_scale(data, s.first_recon, brain, plan)
             target = gamma_target(s, brain, alpha, predictor.plans.calibration.gamma_target)
             curves[case] = {"i": s.i.tolist(), "t": (s.t / scale).tolist(), "scale": scale,
                             **{k: v / scale if k == "target" else v for k, v in target.items()}}

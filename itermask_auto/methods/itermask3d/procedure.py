@@ -70,32 +70,54 @@ def sweep(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, i_valu
 
 
 # unit name -> (the quantile of the first-pass error it is, its name in calibration.json's rule strings)
-ERROR_UNITS = {"median_error": (0.5, "median"), "q99_error": (0.99, "99th-percentile")}
+ERROR_UNITS = {"median_error": (0.5, "median"), "q99_error": (0.99, "99th-percentile"),
+               "hf_median_error": (0.5, "median high-pass")}
 
 
-def error_scale(first_error: np.ndarray, brain: np.ndarray, rule: str, key: str = "inference.knee_scale") -> float:
-    """A case's unit of error: 1 ("absolute"), or a statistic of its whole-brain-masked error in the brain, so
-    that a threshold says how many units it is, whatever the model's or the scan's overall error level:
-    "median_error" (the median), "q99_error" (the 99th percentile: within one site it scatters about half as
-    much from scan to scan as the median does, benchmarks/tau_unit_spread.py)."""
+def highpass_squared_error(image: np.ndarray, recon: np.ndarray, brain: np.ndarray, sigma_voxels: float) -> np.ndarray:
+    """(x − x̂)² after removing the residual's local mean (Gaussian σ in voxels, normalised inside the brain), mean
+    over channels, 0 outside the brain. The whole-brain-masked pass must guess each head's low-frequency intensity
+    (bias field, overall level: the conditioning carries only high frequencies); that guess dominates the plain
+    error's median and varies ~3x between healthy heads, while the shrink's later passes recover it from context."""
+    from scipy import ndimage
+    inside = brain.astype(np.float32)
+    weight = np.maximum(ndimage.gaussian_filter(inside, sigma_voxels), 1e-3)
+    out = np.zeros(brain.shape, np.float32)
+    for x, xh in zip(image.astype(np.float32), recon.astype(np.float32)):
+        residual = (x - xh) * inside
+        out += (residual - ndimage.gaussian_filter(residual, sigma_voxels) / weight) ** 2
+    return np.where(brain, out / max(len(image), 1), np.float32(0)).astype(np.float32)
+
+
+def error_scale(image: np.ndarray, recon: np.ndarray, brain: np.ndarray, rule: str,
+                plan: InferencePlan, key: str = "inference.knee_scale") -> float:
+    """A case's unit of error from its whole-brain-masked pass (x̂ = recon), so that a threshold says how many units
+    it is, whatever the model's or the scan's overall error level: 1 ("absolute"), the median ("median_error") or
+    99th percentile ("q99_error": within one site it scatters about half as much from scan to scan as the median,
+    benchmarks/tau_unit_spread.py) of its squared error in the brain, or the median of its high-pass squared error
+    ("hf_median_error", `highpass_squared_error` with σ = `plan.unit_highpass_voxels`): the fine-scale error level
+    the shrink's final passes work at, without the low-frequency guess that scatters the plain median."""
     if rule == "absolute":
         return 1.0
     if rule not in ERROR_UNITS:
         raise ValueError(f"unknown {key} '{rule}' (absolute | {' | '.join(ERROR_UNITS)})")
-    values = first_error[brain]
+    if rule == "hf_median_error":
+        values = highpass_squared_error(image, recon, brain, plan.unit_highpass_voxels)[brain]
+    else:
+        values = squared_error(image, recon, brain)[brain]
     return float(max(np.quantile(values, ERROR_UNITS[rule][0]), 1e-12)) if values.size else 1.0
 
 
-def knee_scale(first_error: np.ndarray, brain: np.ndarray, plan: InferencePlan) -> float:
+def knee_scale(image: np.ndarray, recon: np.ndarray, brain: np.ndarray, plan: InferencePlan) -> float:
     """The unit the knee is read in (`inference.knee_scale`, see `error_scale`)."""
-    return error_scale(first_error, brain, plan.knee_scale)
+    return error_scale(image, recon, brain, plan.knee_scale, plan)
 
 
 def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, plan: InferencePlan,
                tau: Optional[float] = None, i_values: Optional[np.ndarray] = None,
                keep_masks: bool = False, sweep_result: Optional[SweepResult] = None) -> InferenceResult:
     """Sweep → τ → shrink; with `tau` given (itermask2 mode / calibrated) the sweep is skipped (and τ is in units
-    of `error_scale(first pass, plan.tau_scale)`: 1 when the plan says "absolute"); with
+    of `error_scale(image, first pass, plan.tau_scale)`: 1 when the plan says "absolute"); with
     `sweep_result` (calibration re-uses its sweeps for a new γ, or its first pass for a calibrated τ) those passes
     are not run again (but counted: the passes a prediction would run)."""
     brain = brain.astype(bool)
@@ -105,7 +127,7 @@ def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, p
     if tau is None:
         i_values = sweep_schedule(plan.sweep_steps, plan.sweep_max_percent) if i_values is None else i_values
         s = sweep_result or sweep(reconstruct, image, brain, np.asarray(i_values, np.float64))
-        scale = knee_scale(s.first_error, brain, plan)
+        scale = knee_scale(image, s.first_recon, brain, plan)
         fit = choose_threshold(s.i, s.t / scale, plan.gamma, plan.fit_max_threshold, plan.fit_min_r2)
         fit.tau, fit.scale = fit.tau * scale, scale
         tau, first_recon, sweep_passes = fit.tau, s.first_recon, s.passes
@@ -115,8 +137,7 @@ def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, p
         elif plan.tau_scale != "absolute":   # the τ's unit is read from the first pass: run it here, once
             first_recon, sweep_passes = reconstruct(brain), 1
         if plan.tau_scale != "absolute":
-            tau = float(tau) * error_scale(squared_error(image, first_recon, brain), brain, plan.tau_scale,
-                                           "inference.tau_scale")
+            tau = float(tau) * error_scale(image, first_recon, brain, plan.tau_scale, plan, "inference.tau_scale")
     sh = shrink(reconstruct, image, brain, float(tau), plan.convergence_tolerance, plan.max_shrink_passes,
                 first_recon=first_recon, keep_masks=keep_masks)
     return finish(InferenceResult(
