@@ -1,0 +1,47 @@
+"""`make demo`'s own choices over the planned recipe: its epochs follow the rate the planner measured, and its
+lr, α and τ unit are written into the plan (with a rule a person can read) before training reads it."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from itermask_auto import demo
+from itermask_auto.experiment_planning.planner import CPU_TRAIN_BUDGET_S
+from itermask_auto.experiment_planning.plans import Plans
+
+REFERENCE_PLAN = Path(__file__).resolve().parents[1] / "plans" / "Dataset001_IXI_T1" / "itermask_plans.json"
+
+
+def _with_epochs(plans: Plans, epochs: int) -> Plans:
+    training = dataclasses.replace(plans.training, num_epochs=epochs, iterations_per_epoch=50)
+    return dataclasses.replace(plans, training=training)
+
+
+def test_demo_epochs_take_the_demo_budget_at_the_planned_rate():
+    plans = Plans.load(REFERENCE_PLAN)
+    # a machine whose cpu recipe fills the 75-min budget with 225 epochs x 50 steps trains 5 min = 750 steps = 30 x 25
+    assert CPU_TRAIN_BUDGET_S == 75 * 60 and demo.DEMO_TRAINING_S == 5 * 60
+    assert demo.demo_epochs(_with_epochs(plans, 225), 25) == 30
+    assert demo.demo_epochs(_with_epochs(plans, 120), 25) == 16        # a slower machine: fewer epochs
+    assert demo.demo_epochs(_with_epochs(plans, 30), 25) == demo.DEMO_EPOCH_RANGE[0]
+    assert demo.demo_epochs(_with_epochs(plans, 400), 25) == demo.DEMO_EPOCH_RANGE[1]
+
+
+@pytest.mark.parametrize("given", [None, 12])
+def test_demo_choices_are_written_into_the_plan(tmp_path, given):
+    path = tmp_path / "itermask_plans.json"
+    shutil.copy(REFERENCE_PLAN, path)
+    before = Plans.load(path)
+    epochs = demo.apply_demo_choices(path, 25, given)
+    after = Plans.load(path)
+    assert epochs == (demo.demo_epochs(before, 25) if given is None else given)
+    assert after.training.initial_lr == demo.DEMO_LR != before.training.initial_lr
+    assert after.calibration.alpha == demo.DEMO_ALPHA != before.calibration.alpha
+    assert after.inference.tau_scale == "hf_median_error" != before.inference.tau_scale
+    assert f"{epochs} epochs x 25 iterations" in after.rules["demo"]
+    assert ("given" in after.rules["demo"]) == (given is not None)
+    # nothing else moves: the rest of the plan is the planner's
+    assert after.configurations == before.configurations and after.training.num_epochs == before.training.num_epochs
