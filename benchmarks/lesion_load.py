@@ -7,7 +7,7 @@ label is read) and predicts the test phantoms. Prints per variant: calibrated γ
 validation final-mask fraction, and per case the segmented fraction of the brain and its Dice against the label
 (labels are read only for these printed scores).
 
-    python benchmarks/lesion_load.py --work_dir /tmp/lesion_load [--epochs 8] [--iterations 25]
+    python benchmarks/lesion_load.py --work_dir /tmp/lesion_load [--epochs 8] [--iterations 25] [--n_train 10]
                                      [--variants planned reference itermask2_mode itermask2_final
                                                  itermask2_final_scaled itermask2_final_hf]
 
@@ -65,14 +65,14 @@ def set_roots(work: Path) -> None:
         os.environ[f"ITERMASK_{name}"] = str(work / name)
 
 
-def trained_fold(work: Path, epochs: int, iterations: int) -> Path:
+def trained_fold(work: Path, epochs: int, iterations: int, n_train: int = 10) -> Path:
     from itermask_auto.dataset_conversion.phantom import write_phantom_dataset
     from itermask_auto.experiment_planning.api import plan_and_preprocess
     from itermask_auto.training.api import run_training
     found = sorted((work / "results").glob("*/itermask3d__*/fold_0/checkpoint_final.pth"))
     if found:
         return found[0].parent
-    write_phantom_dataset(work / "raw", dataset_id=990, n_train=10, n_test_healthy=0, n_test_lesion=0,
+    write_phantom_dataset(work / "raw", dataset_id=990, n_train=n_train, n_test_healthy=0, n_test_lesion=0,
                           size=SIZE, spacing=SPACING, with_masks=True)
     plan_and_preprocess(990, configurations=("3d",), num_processes=1, profile="cpu")
     return Path(run_training(990, "3d", 0, epochs=epochs, iterations=iterations, run_calibration=False))
@@ -176,12 +176,14 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=25)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n_train", type=int, default=10,
+                   help="healthy training phantoms (fold 0 keeps a fifth of them for validation: the calibration set)")
     args = p.parse_args()
     import torch
     torch.set_num_threads(args.threads)
     work = args.work_dir.resolve()
     set_roots(work)
-    fold = trained_fold(work, args.epochs, args.iterations)
+    fold = trained_fold(work, args.epochs, args.iterations, args.n_train)
     prepared = prepare_cases(fold, work / "cases", test_cases(work / "cases"))
     for name in args.variants:
         edits = VARIANTS[name]

@@ -233,7 +233,7 @@ def test_maps_and_calibrated_thresholds(trained, predictor):
     assert set(result.maps) == {"probability", "ssim", "sum"}
     for values in result.maps.values():
         assert values.shape == brain.shape and not values[~brain].any() and np.isfinite(values).all()
-    np.testing.assert_array_equal(result.anomaly_map, result.maps["probability"])
+    np.testing.assert_array_equal(result.anomaly_map, result.maps[calibration["anomaly_map"]])   # planned "auto"
     np.testing.assert_allclose(result.maps["sum"], result.maps["probability"] + result.maps["ssim"])
     assert 0 <= result.maps["ssim"].min() and result.maps["ssim"].max() <= 2
     assert result.tau == calibration["voxel_threshold"]

@@ -2,7 +2,7 @@
 detection threshold on per-volume scores."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -22,6 +22,22 @@ def voxel_threshold(healthy_values: np.ndarray, alpha: float) -> float:
     """The (1 − α) quantile of the pooled healthy map values, taken at an observed value ('higher'), so that the
     fraction of healthy voxels above it is at most α."""
     return float(np.quantile(healthy_values, 1 - alpha, method="higher"))
+
+
+def leave_one_out_fpr(healthy_values: Sequence[np.ndarray], alpha: float) -> np.ndarray:
+    """Each healthy scan's voxel FPR at the α threshold of the OTHER scans' pooled values (`voxel_threshold`): what a
+    new healthy scan meets when the threshold is calibrated without it."""
+    out = []
+    for i, held_out in enumerate(healthy_values):
+        others = np.concatenate([v for j, v in enumerate(healthy_values) if j != i])
+        out.append(float((np.asarray(held_out) > voxel_threshold(others, alpha)).mean()))
+    return np.array(out)
+
+
+def threshold_transfer_error(fpr: np.ndarray, alpha: float, floor: float = 1e-5) -> float:
+    """Mean |log(FPR / α)| over held-out scans: 0 when every scan meets α exactly; a scan with no voxel above the
+    threshold counts at `floor`."""
+    return float(np.mean(np.abs(np.log(np.maximum(np.asarray(fpr, float), floor) / alpha))))
 
 
 def detection_threshold(scores: np.ndarray, rule: str, quantile: float) -> float:

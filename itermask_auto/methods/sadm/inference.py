@@ -7,13 +7,14 @@ Reconstructions and probabilities are averaged over t. Maps (0 outside the brain
 - "ssim": median3D_k(1 − SSIM(x, x̂)) with an 11-px Gaussian window (σ 1) on each slice (MONAI
   compute_ssim_and_cs, data range 1 in model space), 3-D median filter of size 5 (scipy);
 - "sum": probability + ssim (the authors' combined map).
-The plan's `anomaly_map` picks the one that is calibrated and segmented; all three are in `InferenceResult.maps`.
+The plan's `anomaly_map` picks the one that is calibrated and segmented ("auto": the one calibration chose on the
+healthy validation scans, map_choice.py); all three are in `InferenceResult.maps`.
 Slices are padded in-plane to a multiple of the networks' divisor (the volume is already cropped to the brain), so
 no brain voxel is cut. The noise of slice s at t is seeded by (noise_seed, t, s): a volume's map is reproducible."""
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from itermask_auto.inference.sliding_window import autocast_context
 from itermask_auto.methods.sadm.training import noised, to_model_space
 
 MAPS = ("probability", "ssim", "sum")
+AUTO = "auto"   # calibration chooses (map_choice.py)
+MAP_CHOICES = MAPS + (AUTO,)
 
 
 def ssim_error(x: torch.Tensor, recon: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
@@ -84,7 +87,8 @@ def ensemble(predictor, plan: Dict, data: np.ndarray, brain: np.ndarray) -> Tupl
     return u, recon.numpy()[cut], prob.numpy()[(slice(None),) + crop]
 
 
-def sadm_infer(predictor, plan: Dict, data: np.ndarray, brain: np.ndarray) -> InferenceResult:
+def sadm_maps(predictor, plan: Dict, data: np.ndarray, brain: np.ndarray) -> Tuple[Dict[str, np.ndarray], int]:
+    """({"probability", "ssim", "sum"}: volumes, 0 outside the brain; the number of brain slices inferred)."""
     axis = predictor.config.slice_axis
     brain = brain.astype(bool)
     u, recon, prob = ensemble(predictor, plan, data, brain)
@@ -103,10 +107,26 @@ def sadm_infer(predictor, plan: Dict, data: np.ndarray, brain: np.ndarray) -> In
         volume[~brain] = 0
         maps[name] = volume
     maps["sum"] = maps["probability"] + maps["ssim"]
+    return maps, int(todo.size)
+
+
+def chosen_map(plan: Dict, calibration: Optional[Dict]) -> str:
+    """The map that is calibrated and segmented: the plan's, or with "auto" the one calibration chose (probability
+    before calibration)."""
     choice = plan["anomaly_map"]
+    if choice == AUTO:
+        choice = (calibration or {}).get("anomaly_map") or "probability"
     if choice not in MAPS:
-        raise ValueError(f"unknown sadm anomaly_map '{choice}' ({' | '.join(MAPS)})")
-    threshold = (predictor.calibration or {}).get("voxel_threshold")
+        raise ValueError(f"unknown sadm anomaly_map '{choice}' ({' | '.join(MAP_CHOICES)})")
+    return choice
+
+
+def sadm_result(maps: Dict[str, np.ndarray], brain_slices: int, plan: Dict, brain: np.ndarray,
+                calibration: Optional[Dict]) -> InferenceResult:
+    """The InferenceResult of a volume's maps under the plan's (or calibration's) map and threshold."""
+    brain = brain.astype(bool)
+    choice = chosen_map(plan, calibration)
+    threshold = (calibration or {}).get("voxel_threshold")
     if threshold is None:   # uncalibrated: the stage-2 decision itself
         final, tau = (maps["probability"] > 0.5) & brain, 0.5
     else:
@@ -114,6 +134,11 @@ def sadm_infer(predictor, plan: Dict, data: np.ndarray, brain: np.ndarray) -> In
     ts = [int(t) for t in plan["ensemble_t"]]
     return finish(InferenceResult(
         anomaly_map=maps[choice], final_mask=final, tau=tau, procedure="sadm", passes=2 * len(ts),
-        windows=int(todo.size) * len(ts), maps=maps,
+        windows=brain_slices * len(ts), maps=maps,
         fit={"method": "sadm", "anomaly_map": choice, "ensemble_t": ts, "calibrated": threshold is not None}),
         brain)
+
+
+def sadm_infer(predictor, plan: Dict, data: np.ndarray, brain: np.ndarray) -> InferenceResult:
+    maps, brain_slices = sadm_maps(predictor, plan, data, brain)
+    return sadm_result(maps, brain_slices, plan, brain, predictor.calibration)

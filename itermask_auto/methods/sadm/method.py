@@ -4,8 +4,9 @@ synthetic anomalies. Two 2-D stages on whole-brain slices (patch_centre "slice_c
 2. "delineation" (fold_N/delineation/, stage 1 frozen): the Siamese U-Net on (x, x − x̂), BCE, on DRAEM noise
    blends and the project's lesion-shaped changes made on the healthy training slices; with `--labelled` also on a
    small labelled dataset (weak supervision).
-Inference: one-step reconstructions ensembled over t ∈ {250, 500, 750}; anomaly map = stage-2 probability (or the
-1 − SSIM residual map, or their sum: plan `anomaly_map`); thresholds from the engine's healthy calibration."""
+Inference: one-step reconstructions ensembled over t ∈ {250, 500, 750}; anomaly map = stage-2 probability, the
+1 − SSIM residual map or their sum (plan `anomaly_map`; "auto": the one whose healthy threshold transfers best to a
+left-out healthy validation scan, chosen at calibration); thresholds from the engine's healthy calibration."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
@@ -15,7 +16,8 @@ import torch
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.base import Method, Stage, StepContext
 from itermask_auto.methods.sadm.anomalies import KINDS
-from itermask_auto.methods.sadm.inference import MAPS, sadm_infer
+from itermask_auto.methods.sadm.inference import AUTO, MAP_CHOICES, sadm_infer, sadm_result
+from itermask_auto.methods.sadm.map_choice import calibrate_map_choice
 from itermask_auto.methods.sadm.networks import SiameseUNet, build_diffusion_unet
 from itermask_auto.methods.sadm.plan import default_plan, measured_cpu_recipes, stage_recipe
 from itermask_auto.methods.sadm.training import delineation_inputs, delineation_loss, diffusion_step
@@ -43,8 +45,8 @@ class SADM(Method):
         if any(int(s) % p for s in plan["slice_size"] for p in pools):
             raise ValueError(f"sadm slice_size {plan['slice_size']} must be divisible by the networks' pooling "
                              f"(diffusion {pools[0]}, Siamese U-Net {pools[1]})")
-        if plan["anomaly_map"] not in MAPS:
-            raise ValueError(f"sadm anomaly_map '{plan['anomaly_map']}' is not one of {', '.join(MAPS)}")
+        if plan["anomaly_map"] not in MAP_CHOICES:
+            raise ValueError(f"sadm anomaly_map '{plan['anomaly_map']}' is not one of {', '.join(MAP_CHOICES)}")
         for key, allowed in (("noise", ("simplex", "gaussian")), ("lesion_sign", ("channel", "both"))):
             if plan[key] not in allowed:
                 raise ValueError(f"sadm {key} '{plan[key]}' is not one of {', '.join(allowed)}")
@@ -87,6 +89,16 @@ class SADM(Method):
             if stage not in predictor.networks:
                 raise ValueError(f"method sadm needs its '{stage}' network (load with from_model_folder)")
         return sadm_infer(predictor, self.method_plan(predictor.plans), data, brain)
+
+    def calibrate(self, predictor, context) -> Dict[str, Any]:
+        plan = self.method_plan(predictor.plans)
+        return calibrate_map_choice(predictor, plan, context) if plan["anomaly_map"] == AUTO else {}
+
+    def calibration_infer(self, predictor, case, data, hf, brain, context) -> InferenceResult:
+        if case in context.state:   # the maps `calibrate` inferred for the map choice, under the chosen map
+            maps, brain_slices = context.state.pop(case)
+            return sadm_result(maps, brain_slices, self.method_plan(predictor.plans), brain, predictor.calibration)
+        return self.infer(predictor, data, hf, brain)
 
     def training_data_note(self, plans, configuration: str) -> Dict[str, Any]:
         plan = self.method_plan(plans)

@@ -95,7 +95,7 @@ def default_plan(plans) -> Dict[str, Any]:
         "lesion_sign": "channel",
         "delineation_augmentation": copy.deepcopy(NNUNET_INTENSITY_DEFAULTS),
         "dice_weight": 0.0, "labelled_fraction": 0.25, "labelled_lesion_slices": 0.75,
-        "anomaly_map": "probability", "ssim_window": 11, "ssim_sigma": 1.0, "median_filter": 5,
+        "anomaly_map": "auto", "ssim_window": 11, "ssim_sigma": 1.0, "median_filter": 5,
         "inference_batch_slices": 64 if gpu else 16,
         "diffusion_batch": 32 if gpu else 8, "delineation_batch": 32 if gpu else 8,
     }
@@ -146,8 +146,12 @@ def _rules(plan: Dict[str, Any], gpu: bool, edge: int) -> Dict[str, str]:
                                     "it off (plans made before 2026-12-04 have none)",
         "labelled_fraction": "with --labelled: this fraction of stage-2 samples are labelled slices (lesion "
                              "slices with probability labelled_lesion_slices)",
-        "anomaly_map": "probability (stage 2, the segmentation); 'ssim' = median3D_5(1 − SSIM(x, x̂)) (11-px "
-                       "Gaussian window, sigma 1); 'sum' = both, as the authors' combined map",
+        "anomaly_map": "auto: chosen at calibration from 'probability' (stage 2), 'ssim' (median3D_5(1 − SSIM(x, "
+                       "x̂)), 11-px Gaussian window, sigma 1) and 'sum' (both, the authors' combined map): the map "
+                       "whose healthy alpha threshold transfers best to a left-out healthy validation scan (mean "
+                       "|log(FPR / alpha)|; on IXI the probability, trained on the site's own slices, transfers "
+                       "worst and marks 5x alpha on a healthy scan of another site); plans made before 2026-12-05 "
+                       "keep 'probability'",
         "recipes": profile,
     }
 
