@@ -15,6 +15,7 @@ FPR / α. No label is read. About 3 s per IXI scan for sadm on 2 cores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,12 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def maps_of(predictor, data, hf, brain) -> Dict[str, np.ndarray]:
-    """{map name: values in the scoring region} of one scan (the anomaly map under "anomaly_map" when the method
-    offers no named maps)."""
+    """{map name: values in the scoring region} of one scan, each through the engine's postprocessing as
+    calibration would score it (the anomaly map under "anomaly_map" when the method offers no named maps)."""
     result, _ = predictor.infer(data, hf, brain)
     region = predictor.scoring_region(brain)
-    named = result.maps or {"anomaly_map": result.anomaly_map}
-    return {name: np.asarray(values)[region].astype(np.float32) for name, values in named.items()}
+    if not result.maps:
+        return {"anomaly_map": result.anomaly_map[region].astype(np.float32)}
+    return {name: predictor.postprocess(dataclasses.replace(result, anomaly_map=np.asarray(values, np.float32)),
+                                        region).anomaly_map[region] for name, values in result.maps.items()}
 
 
 def transfer_summary(fpr: np.ndarray, alpha: float) -> Dict[str, float]:

@@ -71,6 +71,10 @@ def trained_fold(work: Path, epochs: int, iterations: int, n_train: int = 10) ->
     from itermask_auto.training.api import run_training
     found = sorted((work / "results").glob("*/itermask3d__*/fold_0/checkpoint_final.pth"))
     if found:
+        have = len(list((work / "raw").glob("*/imagesTr/*_0000.nii.gz")))
+        if have != n_train:
+            raise SystemExit(f"{work}: its cached model was trained on {have} healthy phantoms, not --n_train "
+                             f"{n_train}: use another --work_dir")
         return found[0].parent
     write_phantom_dataset(work / "raw", dataset_id=990, n_train=n_train, n_test_healthy=0, n_test_lesion=0,
                           size=SIZE, spacing=SPACING, with_masks=True)

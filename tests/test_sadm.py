@@ -239,8 +239,13 @@ def test_maps_and_calibrated_thresholds(trained, predictor):
     assert result.tau == calibration["voxel_threshold"]
     np.testing.assert_array_equal(result.final_mask, (result.anomaly_map > result.tau) & brain)
     assert np.array_equal(pred.spec.infer(pred, healthy, healthy, brain).anomaly_map, result.anomaly_map)  # seeded
-    pred.plans.method_plans["sadm"] = {**pred.plans.method_plans["sadm"], "anomaly_map": "ssim"}
-    np.testing.assert_array_equal(pred.spec.infer(pred, healthy, healthy, brain).anomaly_map, result.maps["ssim"])
+    other = next(m for m in ("ssim", "probability") if m != calibration["anomaly_map"])
+    pred.plans.method_plans["sadm"] = {**pred.plans.method_plans["sadm"], "anomaly_map": other}
+    with pytest.raises(ValueError, match=f"calibrated for anomaly_map '{calibration['anomaly_map']}' but its plan "
+                                         f"now says '{other}': recalibrate"):
+        pred.spec.infer(pred, healthy, healthy, brain)   # that threshold belongs to the other map
+    pred.calibration = None
+    np.testing.assert_array_equal(pred.spec.infer(pred, healthy, healthy, brain).anomaly_map, result.maps[other])
 
 
 # ---- resume per stage -------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@ left-out healthy validation scan (no label read), recorded in calibration.json a
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from itermask_auto.calibration.thresholds import leave_one_out_fpr, threshold_tr
 from itermask_auto.methods.sadm.map_choice import map_choice
 
 ALPHA = 0.01
+REFERENCE_PLAN = Path(__file__).resolve().parents[1] / "plans" / "Dataset001_IXI_T1" / "itermask_plans.json"
 
 
 def _scans(offsets, n=20_000, seed=0):
@@ -47,14 +50,84 @@ def test_map_choice_prefers_the_map_whose_scans_share_one_level():
     assert tie == "probability"    # ties keep the order of MAPS
 
 
+class _Context:
+    """What calibrate_map_choice reads of a CalibrationContext (one rank), over synthetic maps."""
+    def __init__(self, cases, earlier=None):
+        self.cases, self.my_cases, self.earlier = list(cases), list(cases), dict(earlier or {})
+        self.state, self.extra_seconds = {}, {}
+
+    def load(self, case):
+        return np.zeros((1, 4, 5, 5), np.float32), None, np.ones((4, 5, 5), bool), {}
+
+    def gather(self, local):
+        return local
+
+    def progress(self, items, desc):
+        return items
+
+
+def _fake_predictor():
+    return SimpleNamespace(plans=SimpleNamespace(calibration=SimpleNamespace(alpha=0.05)),
+                           postprocess=lambda result, region: result)
+
+
+def _fake_maps(monkeypatch, offsets):
+    """sadm_maps -> maps whose 'probability' is shifted per scan and whose 'ssim' is not; counts its calls."""
+    from itermask_auto.methods.sadm import map_choice as module
+    calls = []
+
+    def fake(predictor, plan, data, brain):
+        rng = np.random.default_rng(len(calls))
+        calls.append(1)
+        base = rng.normal(0, 1, brain.shape).astype(np.float32)
+        shift = offsets[(len(calls) - 1) % len(offsets)]
+        return {"probability": base + shift, "ssim": base, "sum": 2 * base + shift}, 4
+    monkeypatch.setattr(module, "sadm_maps", fake)
+    return calls
+
+
+def test_choice_leaves_a_whole_scan_out_and_keeps_what_scoring_needs(monkeypatch):
+    from itermask_auto.methods.sadm.map_choice import calibrate_map_choice, scan_of
+    assert scan_of("IXI012@automatic") == scan_of("IXI012") == "IXI012"
+    calls = _fake_maps(monkeypatch, [0.0, 0.0, 1.5, 1.5, -1.0])
+    context = _Context(["a", "a@automatic", "b", "b@automatic", "c"])
+    keys = calibrate_map_choice(_fake_predictor(), {"ensemble_t": [250]}, context)
+    assert keys["anomaly_map"] == "ssim" and keys["anomaly_map_choice"]["scans"] == 3   # a and a@automatic: one scan
+    assert len(calls) == 5                                                              # each case inferred once
+    assert all(set(maps) == {"probability", "ssim"} for maps, _ in context.state.values())
+
+
+def test_too_few_scans_keep_the_probability_and_a_rerun_keeps_the_first_choice(monkeypatch):
+    from itermask_auto.methods.sadm.map_choice import calibrate_map_choice
+    calls = _fake_maps(monkeypatch, [0.0])
+    keys = calibrate_map_choice(_fake_predictor(), {"ensemble_t": [250]}, _Context(["a", "a@automatic", "b"]))
+    assert keys["anomaly_map"] == "probability" and "fewer than 3" in keys["anomaly_map_choice"]["note"]
+    assert not calls                        # nothing inferred: the engine's scoring infers as usual
+    first = {"anomaly_map": "sum", "anomaly_map_choice": {"rule": "r", "maps": {"sum": {}}}}
+    context = _Context(["a", "b", "c"], earlier=first)    # the re-run inside a brain-rim margin
+    keys = calibrate_map_choice(_fake_predictor(), {"ensemble_t": [250]}, context)
+    assert keys["anomaly_map"] == "sum" and keys["anomaly_map_choice"]["kept_from"]
+    assert len(calls) == 3 and all(set(m) == {"probability", "sum"} for m, _ in context.state.values())
+
+
+def test_an_unknown_map_is_refused_by_the_plan_check():
+    from itermask_auto.experiment_planning.plans import Plans
+    from itermask_auto.methods.registry import get_method
+    plans = Plans.load(REFERENCE_PLAN)
+    assert plans.method_plans["sadm"]["anomaly_map"] == "auto"          # what the planner writes today
+    plans.method_plans["sadm"] = {**plans.method_plans["sadm"], "anomaly_map": "best_on_test"}
+    with pytest.raises(ValueError, match="anomaly_map 'best_on_test' is not one of probability, ssim, sum, auto"):
+        get_method("sadm").check(plans, "2d")
+
+
 @pytest.fixture(scope="module")
 def auto_fold(tmp_path_factory):
-    """A tiny sadm fold trained once, then calibrated with anomaly_map 'auto' (8 phantoms: 2 validation cases)."""
+    """A tiny sadm fold trained once and calibrated with anomaly_map 'auto' (15 phantoms: 3 validation scans)."""
     from itermask_auto.training.api import run_training
     from sadm_fixtures import set_method_plan, tiny_plan
     from trainer_fixtures import make_preprocessed_phantom_dataset
     root = tmp_path_factory.mktemp("sadm_auto")
-    make_preprocessed_phantom_dataset(root, n_cases=8, size_xyz=(30, 30, 30))
+    make_preprocessed_phantom_dataset(root, n_cases=15, size_xyz=(30, 30, 30))
     set_method_plan(root, tiny_plan((1, 1), (3, 3), anomaly_kinds={"noise_blend": 1.0}))
     mp = pytest.MonkeyPatch()
     for sub in ("raw", "preprocessed", "results"):
@@ -71,27 +144,18 @@ def test_auto_records_its_choice_and_prediction_uses_it(auto_fold):
     root, fold = auto_fold
     calibration = json.loads((fold / "calibration.json").read_text())
     chosen, choice = calibration["anomaly_map"], calibration["anomaly_map_choice"]
-    assert chosen in ("probability", "ssim", "sum") and set(choice["maps"]) == {"probability", "ssim", "sum"}
+    assert choice["scans"] == 3 and set(choice["maps"]) == {"probability", "ssim", "sum"}
     assert chosen == min(choice["maps"], key=lambda m: choice["maps"][m]["transfer_error"])
     predictor = Predictor.from_model_folder(fold)
     cases, _ = calibration_cases(fold)
-    assert len(cases) >= 2
     # the thresholds were computed on the chosen map (the maps kept from the choice = a fresh inference)
     fresh = []
     for case in cases:
         data, hf, brain, _ = load_case(predictor.calibration["data_folder"], case)
-        result = predictor.spec.infer(predictor, data, hf, brain.astype(bool))
+        region = predictor.scoring_region(brain.astype(bool))
+        result = predictor.spec.infer(predictor, data, hf, region)
         assert result.fit["anomaly_map"] == chosen
         np.testing.assert_array_equal(result.anomaly_map, result.maps[chosen])
-        fresh.append(result.anomaly_map[brain.astype(bool)])
-    assert calibration["voxel_threshold"] == pytest.approx(voxel_threshold(np.concatenate(fresh), ALPHA))
-
-
-def test_an_unknown_map_is_refused_by_the_plan_check(auto_fold):
-    from itermask_auto.experiment_planning.plans import Plans
-    from itermask_auto.methods.registry import get_method
-    _, fold = auto_fold
-    plans = Plans.load(fold / "plans.json")
-    plans.method_plans["sadm"] = {**plans.method_plans["sadm"], "anomaly_map": "best_on_test"}
-    with pytest.raises(ValueError, match="anomaly_map 'best_on_test' is not one of probability, ssim, sum, auto"):
-        get_method("sadm").check(plans, "2d")
+        fresh.append(result.anomaly_map[region])
+    assert calibration["voxel_threshold"] == pytest.approx(
+        voxel_threshold(np.concatenate(fresh), calibration["alpha"]))

@@ -112,10 +112,14 @@ def sadm_maps(predictor, plan: Dict, data: np.ndarray, brain: np.ndarray) -> Tup
 
 def chosen_map(plan: Dict, calibration: Optional[Dict]) -> str:
     """The map that is calibrated and segmented: the plan's, or with "auto" the one calibration chose (probability
-    before calibration)."""
-    choice = plan["anomaly_map"]
+    before calibration). A fold calibrated for another map than the plan now names is refused: its threshold
+    belongs to that map."""
+    choice, calibrated = plan["anomaly_map"], (calibration or {}).get("anomaly_map")
     if choice == AUTO:
-        choice = (calibration or {}).get("anomaly_map") or "probability"
+        choice = calibrated or "probability"
+    elif calibrated is not None and calibrated != choice:
+        raise ValueError(f"this sadm fold was calibrated for anomaly_map '{calibrated}' but its plan now says "
+                         f"'{choice}': recalibrate it (itermask_train ... -m sadm --calibrate_only)")
     if choice not in MAPS:
         raise ValueError(f"unknown sadm anomaly_map '{choice}' ({' | '.join(MAP_CHOICES)})")
     return choice

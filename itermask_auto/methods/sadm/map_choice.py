@@ -1,11 +1,12 @@
 """`anomaly_map auto`: which of sadm's maps is calibrated and segmented, chosen on the healthy validation scans only.
 
 Each map's voxel threshold comes from the healthy validation scans at α; what a user needs is that the threshold
-still gives a NEW healthy scan about α. So, per map, leave one validation scan out, take the α threshold of the
-others' pooled values and read the left-out scan's voxel FPR at it (calibration.thresholds.leave_one_out_fpr); the
-map with the smallest mean |log(FPR / α)| over the scans (threshold_transfer_error) is chosen; ties keep the
-order of MAPS. No label is read. On IXI the stage-2 probability, trained on the site's own slices, transfers worst
-(docs/benchmarks.md, "sadm's maps and a threshold that transfers")."""
+still gives a NEW healthy scan about α. So, per map, leave one validation scan out (with its automatic-mask variant,
+when calibration scores both mask sources: the same scan), take the α threshold of the others' pooled values and
+read the left-out scan's voxel FPR at it (calibration.thresholds.leave_one_out_fpr); the map with the smallest mean
+|log(FPR / α)| over the scans (threshold_transfer_error) is chosen; ties keep the order of MAPS. No label is read.
+On IXI the probability and the sum transfer worse than the SSIM map (0.66 and 0.69 against 0.40; docs/benchmarks.md,
+"sadm's maps and a threshold that transfers")."""
 from __future__ import annotations
 
 import logging
@@ -14,16 +15,18 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from itermask_auto.calibration.context import VARIANT_SEPARATOR
 from itermask_auto.calibration.thresholds import leave_one_out_fpr, threshold_transfer_error
 from itermask_auto.methods.sadm.inference import MAPS, sadm_maps, sadm_result
 
 logger = logging.getLogger(__name__)
+MIN_SCANS = 3   # leave one out of at least 2 others: one reference scan alone says little about a new one
 RULE = ("the map whose healthy alpha threshold transfers best to a left-out healthy validation scan: smallest mean "
         "|log(FPR / alpha)| over the validation scans, each at the threshold of the others")
 
 
 def map_choice(values: Dict[str, Sequence[np.ndarray]], alpha: float) -> Tuple[str, Dict[str, Dict[str, float]]]:
-    """(chosen map, {map: transfer error and FPR / α quantiles}) from each map's per-scan healthy values."""
+    """(chosen map, {map: transfer error and FPR / α figures}) from each map's per-scan healthy values."""
     table = {}
     for name in (m for m in MAPS if m in values):
         fpr = leave_one_out_fpr(values[name], alpha)
@@ -35,6 +38,11 @@ def map_choice(values: Dict[str, Sequence[np.ndarray]], alpha: float) -> Tuple[s
     return min(table, key=lambda name: table[name]["transfer_error"]), table
 
 
+def scan_of(case: str) -> str:
+    """The scan a calibration case id belongs to ("CASE@automatic" is CASE with an automatic brain mask)."""
+    return case.split(VARIANT_SEPARATOR)[0]
+
+
 def scored_values(predictor, plan: Dict[str, Any], maps: Dict[str, np.ndarray], brain_slices: int,
                   region: np.ndarray, name: str) -> np.ndarray:
     """The values calibration would score if `name` were the map: through the engine's postprocessing (the
@@ -44,25 +52,38 @@ def scored_values(predictor, plan: Dict[str, Any], maps: Dict[str, np.ndarray], 
 
 
 def calibrate_map_choice(predictor, plan: Dict[str, Any], context) -> Dict[str, Any]:
-    """Infer every healthy validation case once (the maps are kept in context.state for the engine's scoring),
-    choose the map; returns the keys for calibration.json."""
-    if len(context.cases) < 2:   # nothing to leave out: the stage-2 probability, the authors' segmentation
-        logger.warning("sadm anomaly_map auto: %d healthy validation case(s), at least 2 are needed to compare the "
-                       "maps; the stage-2 probability is calibrated", len(context.cases))
-        return {"anomaly_map": "probability",
-                "anomaly_map_choice": {"rule": RULE, "maps": {}, "note": "fewer than 2 validation cases"}}
+    """Infer every healthy validation case once (the maps the engine's scoring needs are kept in context.state),
+    choose the map; returns the keys for calibration.json. A re-run inside a brain-rim margin keeps the choice of
+    the first calibration (context.earlier), so the margin and the thresholds belong to one map."""
     alpha = float(predictor.plans.calibration.alpha)
+    scans = sorted({scan_of(c) for c in context.cases})
+    earlier = context.earlier.get("anomaly_map_choice")
+    if earlier is None and len(scans) < MIN_SCANS:   # nothing to compare on: the stage-2 probability
+        logger.warning("sadm anomaly_map auto: %d healthy validation scan(s), at least %d are needed to compare the "
+                       "maps; the stage-2 probability is calibrated", len(scans), MIN_SCANS)
+        return {"anomaly_map": "probability", "anomaly_map_choice": {
+            "rule": RULE, "alpha": alpha, "maps": {}, "note": f"fewer than {MIN_SCANS} validation scans"}}
     local: Dict[str, Dict[str, np.ndarray]] = {}
+    cached: Dict[str, Tuple[Dict[str, np.ndarray], int]] = {}
     for case in context.progress(context.my_cases, "sadm maps"):
         data, _, region, _ = context.load(case)
         start = time.perf_counter()
         maps, brain_slices = sadm_maps(predictor, plan, data, region)
-        context.state[case] = (maps, brain_slices)
         context.extra_seconds[case] = time.perf_counter() - start
-        local[case] = {name: scored_values(predictor, plan, maps, brain_slices, region, name) for name in MAPS}
-    gathered = context.gather(local)
-    values: Dict[str, List[np.ndarray]] = {name: [gathered[c][name] for c in context.cases] for name in MAPS}
-    chosen, table = map_choice(values, alpha)
-    logger.info("sadm anomaly map chosen on %d healthy validation cases: %s (transfer error %s)", len(context.cases),
-                chosen, ", ".join(f"{k} {v['transfer_error']:.3f}" for k, v in table.items()))
-    return {"anomaly_map": chosen, "anomaly_map_choice": {"rule": RULE, "alpha": alpha, "maps": table}}
+        cached[case] = (maps, brain_slices)
+        if earlier is None:
+            local[case] = {name: scored_values(predictor, plan, maps, brain_slices, region, name) for name in MAPS}
+    if earlier is not None:
+        chosen, record = context.earlier["anomaly_map"], {**earlier, "kept_from": "the calibration without a margin"}
+    else:
+        gathered = context.gather(local)
+        values: Dict[str, List[np.ndarray]] = {
+            name: [np.concatenate([gathered[c][name] for c in context.cases if scan_of(c) == scan]) for scan in scans]
+            for name in MAPS}
+        chosen, table = map_choice(values, alpha)
+        record = {"rule": RULE, "alpha": alpha, "scans": len(scans), "maps": table}
+        logger.info("sadm anomaly map chosen on %d healthy validation scans: %s (transfer error %s)", len(scans),
+                    chosen, ", ".join(f"{k} {v['transfer_error']:.3f}" for k, v in table.items()))
+    for case, (maps, brain_slices) in cached.items():   # keep what scoring reads: the chosen map and stage 2's
+        context.state[case] = ({k: maps[k] for k in {"probability", chosen}}, brain_slices)
+    return {"anomaly_map": chosen, "anomaly_map_choice": record}

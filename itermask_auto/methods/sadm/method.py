@@ -92,7 +92,9 @@ class SADM(Method):
 
     def calibrate(self, predictor, context) -> Dict[str, Any]:
         plan = self.method_plan(predictor.plans)
-        return calibrate_map_choice(predictor, plan, context) if plan["anomaly_map"] == AUTO else {}
+        if plan["anomaly_map"] == AUTO:
+            return calibrate_map_choice(predictor, plan, context)
+        return {"anomaly_map": plan["anomaly_map"]}   # recorded: prediction refuses a plan that names another map
 
     def calibration_infer(self, predictor, case, data, hf, brain, context) -> InferenceResult:
         if case in context.state:   # the maps `calibrate` inferred for the map choice, under the chosen map
