@@ -87,7 +87,9 @@ def _fake_maps(monkeypatch, offsets):
 
 
 def test_choice_leaves_a_whole_scan_out_and_keeps_what_scoring_needs(monkeypatch):
+    from itermask_auto.methods.sadm import map_choice as module
     from itermask_auto.methods.sadm.map_choice import calibrate_map_choice, scan_of
+    monkeypatch.setattr(module, "MIN_SCANS", 3)
     assert scan_of("IXI012@automatic") == scan_of("IXI012") == "IXI012"
     calls = _fake_maps(monkeypatch, [0.0, 0.0, 1.5, 1.5, -1.0])
     context = _Context(["a", "a@automatic", "b", "b@automatic", "c"])
@@ -99,6 +101,8 @@ def test_choice_leaves_a_whole_scan_out_and_keeps_what_scoring_needs(monkeypatch
 
 def test_too_few_scans_keep_the_probability_and_a_rerun_keeps_the_first_choice(monkeypatch):
     from itermask_auto.methods.sadm.map_choice import calibrate_map_choice
+    from itermask_auto.methods.sadm import map_choice as module
+    monkeypatch.setattr(module, "MIN_SCANS", 3)
     calls = _fake_maps(monkeypatch, [0.0])
     keys = calibrate_map_choice(_fake_predictor(), {"ensemble_t": [250]}, _Context(["a", "a@automatic", "b"]))
     assert keys["anomaly_map"] == "probability" and "fewer than 3" in keys["anomaly_map_choice"]["note"]
@@ -122,7 +126,9 @@ def test_an_unknown_map_is_refused_by_the_plan_check():
 
 @pytest.fixture(scope="module")
 def auto_fold(tmp_path_factory):
-    """A tiny sadm fold trained once and calibrated with anomaly_map 'auto' (15 phantoms: 3 validation scans)."""
+    """A tiny sadm fold trained once and calibrated with anomaly_map 'auto' (15 phantoms: 3 validation scans, the
+    choice allowed on 3 here)."""
+    from itermask_auto.methods.sadm import map_choice as module
     from itermask_auto.training.api import run_training
     from sadm_fixtures import set_method_plan, tiny_plan
     from trainer_fixtures import make_preprocessed_phantom_dataset
@@ -130,6 +136,7 @@ def auto_fold(tmp_path_factory):
     make_preprocessed_phantom_dataset(root, n_cases=15, size_xyz=(30, 30, 30))
     set_method_plan(root, tiny_plan((1, 1), (3, 3), anomaly_kinds={"noise_blend": 1.0}))
     mp = pytest.MonkeyPatch()
+    mp.setattr(module, "MIN_SCANS", 3)
     for sub in ("raw", "preprocessed", "results"):
         mp.setenv(f"ITERMASK_{sub}", str(root / sub))
     fold = run_training(990, "2d", 0, method="sadm", num_threads=1)

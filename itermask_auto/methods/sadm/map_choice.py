@@ -20,7 +20,9 @@ from itermask_auto.calibration.thresholds import leave_one_out_fpr, threshold_tr
 from itermask_auto.methods.sadm.inference import MAPS, sadm_maps, sadm_result
 
 logger = logging.getLogger(__name__)
-MIN_SCANS = 3   # leave one out of at least 2 others: one reference scan alone says little about a new one
+# Fewer scans make the choice a draw: on IXI, random subsets of the 29 validation scans agree with the choice of
+# all 29 in 59 % of draws of 3 scans, 65 % of 5, 84 % of 10 and 99 % of 20 (docs/benchmarks.md).
+MIN_SCANS = 10
 RULE = ("the map whose healthy alpha threshold transfers best to a left-out healthy validation scan: smallest mean "
         "|log(FPR / alpha)| over the validation scans, each at the threshold of the others")
 

@@ -149,7 +149,8 @@ def _rules(plan: Dict[str, Any], gpu: bool, edge: int) -> Dict[str, str]:
         "anomaly_map": "auto: chosen at calibration from 'probability' (stage 2), 'ssim' (median3D_5(1 − SSIM(x, "
                        "x̂)), 11-px Gaussian window, sigma 1) and 'sum' (both, the authors' combined map): the map "
                        "whose healthy alpha threshold transfers best to a left-out healthy validation scan (mean "
-                       "|log(FPR / alpha)|; on IXI the probability and the sum transfer worse than ssim, 0.66 and "
+                       "|log(FPR / alpha)|; from 10 validation scans up, else the probability; on IXI the "
+                       "probability and the sum transfer worse than ssim, 0.66 and "
                        "0.69 against 0.40, and mark 5x alpha on a healthy scan of another site); plans that name "
                        "a map keep it",
         "recipes": profile,
