@@ -114,6 +114,50 @@ def test_too_few_scans_keep_the_probability_and_a_rerun_keeps_the_first_choice(m
     assert len(calls) == 3 and all(set(m) == {"probability", "sum"} for m, _ in context.state.values())
 
 
+class _RankContext(_Context):
+    """Rank `rank` of 2: infers every 2nd case; gather joins both ranks' shares (threads stand in for processes)."""
+    def __init__(self, cases, rank, exchange):
+        super().__init__(cases)
+        self.rank, self.my_cases, self.exchange = rank, list(cases)[rank::2], exchange
+
+    def load(self, case):   # each case's maps follow from its index, whichever rank infers it
+        return np.full((1, 4, 5, 5), self.cases.index(case), np.float32), None, np.ones((4, 5, 5), bool), {}
+
+    def gather(self, local):
+        shares, barrier = self.exchange
+        shares[self.rank] = local
+        barrier.wait(timeout=30)
+        return {**shares[0], **shares[1]}
+
+
+def test_two_ranks_choose_what_one_rank_chooses(monkeypatch):
+    import threading
+
+    from itermask_auto.methods.sadm import map_choice as module
+    monkeypatch.setattr(module, "MIN_SCANS", 3)
+
+    def maps_of_index(predictor, plan, data, brain):
+        index = int(data.flat[0])
+        base = np.random.default_rng(index).normal(0, 1, brain.shape).astype(np.float32)
+        shift = (-1.0, 0.5, 1.5, 0.0, -0.5)[index]
+        return {"probability": base + shift, "ssim": base, "sum": 2 * base + shift}, 4
+    monkeypatch.setattr(module, "sadm_maps", maps_of_index)
+    cases = ["a", "b", "c", "d", "e"]
+    single = _RankContext(cases, 0, None)
+    single.my_cases, single.gather = list(cases), (lambda local: local)
+    one = module.calibrate_map_choice(_fake_predictor(), {"ensemble_t": [250]}, single)
+    exchange, out = ({}, threading.Barrier(2)), {}
+    ranks = [_RankContext(cases, r, exchange) for r in (0, 1)]
+    threads = [threading.Thread(target=lambda c=c: out.__setitem__(
+        c.rank, module.calibrate_map_choice(_fake_predictor(), {"ensemble_t": [250]}, c))) for c in ranks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert out[0] == out[1] == one and one["anomaly_map"] == "ssim"
+    assert [sorted(c.state) for c in ranks] == [["a", "c", "e"], ["b", "d"]]   # each rank keeps its own cases
+
+
 def test_an_unknown_map_is_refused_by_the_plan_check():
     from itermask_auto.experiment_planning.plans import Plans
     from itermask_auto.methods.registry import get_method
