@@ -210,3 +210,5 @@ def test_auto_records_its_choice_and_prediction_uses_it(auto_fold):
         fresh.append(result.anomaly_map[region])
     assert calibration["voxel_threshold"] == pytest.approx(
         voxel_threshold(np.concatenate(fresh), calibration["alpha"]))
+    from itermask_auto.model_sharing.model_card import model_card, model_card_markdown
+    assert f"- anomaly map: {chosen}" in model_card_markdown(model_card(fold))     # the shared model says which

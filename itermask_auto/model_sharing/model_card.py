@@ -55,7 +55,8 @@ def model_card(fold_dir: Path) -> Dict[str, Any]:
         "calibration": {k: cal.get(k) for k in ("alpha", "alpha_achieved", "voxel_threshold", "voxel_thresholds",
                                                 "detection_threshold",
                                                 "detection_rule", "healthy_detection_fpr", "volume_score_name",
-                                                "healthy_final_mask_fraction", "case_source")} if cal else None,
+                                                "healthy_final_mask_fraction", "case_source",
+                                                "anomaly_map")} if cal else None,
     }
 
 
@@ -80,6 +81,8 @@ def model_card_markdown(card: Dict[str, Any]) -> str:
                   f"(achieved {cal['alpha_achieved']})",
                   f"- detection threshold {cal['detection_threshold']} on {cal['volume_score_name']} "
                   f"({cal['detection_rule']}; healthy validation FPR {cal['healthy_detection_fpr']})"]
+        if cal.get("anomaly_map"):   # a method offering several maps records the one its thresholds belong to
+            lines.append(f"- anomaly map: {cal['anomaly_map']}")
     else:
         lines.append("- not calibrated")
     lines += ["", f"itermask_auto {card['itermask_auto_version']}", ""]
