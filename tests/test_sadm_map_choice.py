@@ -212,3 +212,23 @@ def test_auto_records_its_choice_and_prediction_uses_it(auto_fold):
         voxel_threshold(np.concatenate(fresh), calibration["alpha"]))
     from itermask_auto.model_sharing.model_card import model_card, model_card_markdown
     assert f"- anomaly map: {chosen}" in model_card_markdown(model_card(fold))     # the shared model says which
+
+
+def test_a_fold_whose_plan_names_another_map_is_refused_at_load(auto_fold):
+    from itermask_auto.inference.predictor import Predictor
+    _, fold = auto_fold
+    chosen = json.loads((fold / "calibration.json").read_text())["anomaly_map"]
+    other = next(m for m in ("probability", "ssim") if m != chosen)
+    path = fold / "plans.json"
+    original = path.read_text()
+    plans = json.loads(original)
+    plans["method_plans"]["sadm"]["anomaly_map"] = other
+    try:
+        path.write_text(json.dumps(plans))
+        with pytest.raises(ValueError, match=f"calibration.json: this sadm fold was calibrated for anomaly_map "
+                                             f"'{chosen}' but its plan now says '{other}': recalibrate"):
+            Predictor.from_model_folder(fold)
+        assert Predictor.from_model_folder(fold, use_calibration=False).calibration is None   # calibration's own load
+    finally:
+        path.write_text(original)
+    assert Predictor.from_model_folder(fold).calibration["anomaly_map"] == chosen

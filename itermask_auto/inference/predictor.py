@@ -87,6 +87,11 @@ class Predictor:
         from itermask_auto.training.checkpoint import read_fold
         networks, plans, configuration, method = read_fold(fold_dir, checkpoint, device)
         calibration = load_calibration(Path(fold_dir)) if use_calibration else None
+        if calibration is not None:
+            try:
+                method.check_calibration(plans, calibration)
+            except ValueError as e:   # one line naming the fold, before any case is read
+                raise ValueError(f"{Path(fold_dir) / 'calibration.json'}: {e}") from None
         return cls(networks, plans, configuration, method.name, fold_dir, device, amp, batch_size, calibration)
 
     # ---- core -------------------------------------------------------------------------------------------

@@ -134,6 +134,10 @@ class Method:
         Work on `context.my_cases` (this rank's share) and merge with `context.gather`."""
         return {}
 
+    def check_calibration(self, plans: "Plans", calibration: Dict[str, Any]) -> None:
+        """Raise ValueError when a fold's calibration.json no longer belongs to the plan the fold holds (e.g. it was
+        made for another map than the plan now names). Default: nothing to check."""
+
     def calibration_infer(self, predictor: "Predictor", case: str, data: "np.ndarray", hf: "np.ndarray",
                           brain: "np.ndarray", context: "CalibrationContext") -> "InferenceResult":
         """How a healthy validation case is scored for the thresholds (default: `infer`; a method may reuse

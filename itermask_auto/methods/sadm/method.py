@@ -16,7 +16,7 @@ import torch
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.base import Method, Stage, StepContext
 from itermask_auto.methods.sadm.anomalies import KINDS
-from itermask_auto.methods.sadm.inference import AUTO, MAP_CHOICES, sadm_infer, sadm_result
+from itermask_auto.methods.sadm.inference import AUTO, MAP_CHOICES, chosen_map, sadm_infer, sadm_result
 from itermask_auto.methods.sadm.map_choice import calibrate_map_choice
 from itermask_auto.methods.sadm.networks import SiameseUNet, build_diffusion_unet
 from itermask_auto.methods.sadm.plan import default_plan, measured_cpu_recipes, stage_recipe
@@ -95,6 +95,9 @@ class SADM(Method):
         if plan["anomaly_map"] == AUTO:
             return calibrate_map_choice(predictor, plan, context)
         return {"anomaly_map": plan["anomaly_map"]}   # recorded: prediction refuses a plan that names another map
+
+    def check_calibration(self, plans, calibration) -> None:
+        chosen_map(self.method_plan(plans), calibration)   # a threshold made for another map is refused
 
     def calibration_infer(self, predictor, case, data, hf, brain, context) -> InferenceResult:
         if case in context.state:   # the maps `calibrate` inferred for the map choice, under the chosen map
