@@ -3,7 +3,7 @@
 For every t of the ensemble (250, 500, 750) and every batch of brain slices: noise the model-space slice to t,
 predict x̂₀ with the diffusion model (one step), and the anomaly probability with the Siamese U-Net from (x, x − x̂₀).
 Reconstructions and probabilities are averaged over t. Maps (0 outside the brain):
-- "probability": the averaged stage-2 probability (the default anomaly map);
+- "probability": the averaged stage-2 probability (the map of plans that name none, and below 10 validation scans);
 - "ssim": median3D_k(1 − SSIM(x, x̂)) with an 11-px Gaussian window (σ 1) on each slice (MONAI
   compute_ssim_and_cs, data range 1 in model space), 3-D median filter of size 5 (scipy);
 - "sum": probability + ssim (the authors' combined map).
