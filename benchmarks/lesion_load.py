@@ -74,7 +74,7 @@ def trained_fold(work: Path, epochs: int, iterations: int, n_train: int = 10) ->
     if found:
         have = len(list((work / "raw").glob("*/imagesTr/*_0000.nii.gz")))
         if have != n_train:
-            raise SystemExit(f"{work}: its cached model was trained on {have} healthy phantoms, not --n_train "
+            raise SystemExit(f"{work}: its cached model came from {have} healthy phantoms (--n_train {have}), not "
                              f"{n_train}: use another --work_dir")
         return found[0].parent
     write_phantom_dataset(work / "raw", dataset_id=990, n_train=n_train, n_test_healthy=0, n_test_lesion=0,

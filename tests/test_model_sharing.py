@@ -55,6 +55,7 @@ def test_install_into_fresh_results_predicts_identical_outputs(exported, tmp_pat
     assert f"{rel}/checkpoint_latest.pth" not in names and manifest["format_version"] == 1
     assert card["method"] == "itermask3d" and card["training_data"]["training_cases"] == 3
     assert card["calibration"]["alpha"] == 0.01 and card["recipe"]["stages"]["reconstruction"]["epochs"] == 1
+    assert "anomaly_map" not in card["calibration"]    # a key of the methods with several maps only (sadm)
 
     assert _predict(images, tmp_path / "here", dataset) == 0
     fresh = tmp_path / "fresh_results"

@@ -99,6 +99,28 @@ def test_choice_leaves_a_whole_scan_out_and_keeps_what_scoring_needs(monkeypatch
     assert all(set(maps) == {"probability", "ssim"} for maps, _ in context.state.values())
 
 
+def test_a_scan_and_its_automatic_mask_variant_are_left_out_together(monkeypatch):
+    """leave_one_out_fpr receives one array per SCAN: a case and its "@automatic" variant concatenated, in the
+    order of the context's cases, so a scan is never thresholded by its own other mask source."""
+    from itermask_auto.methods.sadm import map_choice as module
+    from itermask_auto.methods.sadm.map_choice import calibrate_map_choice
+    monkeypatch.setattr(module, "MIN_SCANS", 3)
+    _fake_maps(monkeypatch, [0.0, 1.0, 2.0, 3.0, 4.0])
+    received = {}
+
+    def recording(per_scan, alpha):
+        received.setdefault(len(received), [np.asarray(v).copy() for v in per_scan])
+        return leave_one_out_fpr(per_scan, alpha)
+    monkeypatch.setattr(module, "leave_one_out_fpr", recording)
+    context = _Context(["a", "a@automatic", "b", "c", "c@automatic"])
+    calibrate_map_choice(_fake_predictor(), {"ensemble_t": [250]}, context)
+    probability = received[0]    # MAPS order: the probability first; its per-case shift tells the cases apart
+    voxels = 4 * 5 * 5
+    assert [len(v) for v in probability] == [2 * voxels, voxels, 2 * voxels]
+    shifts = [np.round(np.median(v[i * voxels:(i + 1) * voxels])) for v in probability for i in range(len(v) // voxels)]
+    assert shifts == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
 def test_too_few_scans_keep_the_probability_and_a_rerun_keeps_the_first_choice(monkeypatch):
     from itermask_auto.methods.sadm.map_choice import calibrate_map_choice
     from itermask_auto.methods.sadm import map_choice as module
@@ -168,6 +190,19 @@ def test_an_unknown_map_is_refused_by_the_plan_check():
         get_method("sadm").check(plans, "2d")
 
 
+def test_a_calibration_that_does_not_record_its_map_is_loaded_with_a_warning(caplog):
+    from itermask_auto.experiment_planning.plans import Plans
+    from itermask_auto.methods.registry import get_method
+    plans, sadm = Plans.load(REFERENCE_PLAN), get_method("sadm")
+    with caplog.at_level("WARNING"):
+        sadm.check_calibration(plans, {"anomaly_map": "ssim", "voxel_threshold": 0.3})
+        sadm.check_calibration(plans, None)          # an uncalibrated fold: nothing to say
+    assert "does not record" not in caplog.text
+    with caplog.at_level("WARNING"):
+        sadm.check_calibration(plans, {"voxel_threshold": 0.3})     # written before the key existed
+    assert "does not record the map" in caplog.text and "read as 'probability' thresholds" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def auto_fold(tmp_path_factory):
     """A tiny sadm fold trained once and calibrated with anomaly_map 'auto' (15 phantoms: 3 validation scans, the
@@ -214,13 +249,14 @@ def test_auto_records_its_choice_and_prediction_uses_it(auto_fold):
     assert f"- anomaly map: {chosen}" in model_card_markdown(model_card(fold))     # the shared model says which
 
 
-def test_a_fold_whose_plan_names_another_map_is_refused_at_load(auto_fold):
+def test_a_fold_whose_plan_names_another_map_is_refused_at_load_until_recalibrated(auto_fold):
     from itermask_auto.inference.predictor import Predictor
     _, fold = auto_fold
     chosen = json.loads((fold / "calibration.json").read_text())["anomaly_map"]
     other = next(m for m in ("probability", "ssim") if m != chosen)
-    path = fold / "plans.json"
-    original = path.read_text()
+    from itermask_auto.calibration.calibrate import calibrate_model_folder
+    path, calibration_path = fold / "plans.json", fold / "calibration.json"
+    original, calibration = path.read_text(), calibration_path.read_text()
     plans = json.loads(original)
     plans["method_plans"]["sadm"]["anomaly_map"] = other
     try:
@@ -229,6 +265,11 @@ def test_a_fold_whose_plan_names_another_map_is_refused_at_load(auto_fold):
                                              f"'{chosen}' but its plan now says '{other}': recalibrate"):
             Predictor.from_model_folder(fold)
         assert Predictor.from_model_folder(fold, use_calibration=False).calibration is None   # calibration's own load
+        calibrate_model_folder(fold, "cpu")      # what the refusal asks for: the fixed map, recalibrated
+        recalibrated = json.loads(calibration_path.read_text())
+        assert recalibrated["anomaly_map"] == other and "anomaly_map_choice" not in recalibrated
+        assert Predictor.from_model_folder(fold).calibration["anomaly_map"] == other
     finally:
         path.write_text(original)
+        calibration_path.write_text(calibration)
     assert Predictor.from_model_folder(fold).calibration["anomaly_map"] == chosen

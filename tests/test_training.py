@@ -273,3 +273,18 @@ def test_cpu_bf16_environment_override(monkeypatch, value, with_native_bf16, wit
     monkeypatch.setenv(CPU_BF16_ENV, "yes")
     with pytest.raises(ValueError, match="ITERMASK_CPU_BF16='yes'"):
         autocast_dtype(torch.device("cpu"), "auto")
+
+
+def test_calibrate_only_names_the_keys_in_which_the_dataset_plan_differs(tmp_path, caplog):
+    """--calibrate_only reads the fold's plans.json: an edit made in the dataset's plan instead is named, not
+    silently ignored (and nothing is said when the two agree)."""
+    plans = Plans.load(Path(__file__).parents[1] / "plans" / "Dataset001_IXI_T1" / "itermask_plans.json")
+    plans.save(tmp_path / "plans.json")
+    assert api.warn_plan_drift(plans, tmp_path) == []
+    plans.inference.tau_scale = "hf_median_error"
+    plans.method_plans.setdefault("sadm", {})["anomaly_map"] = "sum"
+    plans.training.num_epochs += 1     # a training key: calibration does not read it
+    with caplog.at_level("WARNING"):
+        keys = api.warn_plan_drift(plans, tmp_path)
+    assert keys == ["inference.tau_scale", "method_plans.sadm.anomaly_map"]
+    assert "inference.tau_scale, method_plans.sadm.anomaly_map" in caplog.text and "fold's copy" in caplog.text

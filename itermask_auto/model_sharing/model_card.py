@@ -22,6 +22,20 @@ def _json(path: Path) -> Dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
+CALIBRATION_KEYS = ("alpha", "alpha_achieved", "voxel_threshold", "voxel_thresholds", "detection_threshold",
+                    "detection_rule", "healthy_detection_fpr", "volume_score_name", "healthy_final_mask_fraction",
+                    "case_source")
+
+
+def _calibration_summary(cal: Dict[str, Any]) -> Dict[str, Any]:
+    """The card's calibration keys; `anomaly_map` only where a method with several maps (sadm) recorded the one
+    its thresholds belong to."""
+    summary = {k: cal.get(k) for k in CALIBRATION_KEYS}
+    if "anomaly_map" in cal:
+        summary["anomaly_map"] = cal["anomaly_map"]
+    return summary
+
+
 def model_card(fold_dir: Path) -> Dict[str, Any]:
     fold_dir = Path(fold_dir)
     plans = Plans.load(fold_dir / "plans.json")
@@ -52,11 +66,7 @@ def model_card(fold_dir: Path) -> Dict[str, Any]:
                           **_json(fold_dir / TRAINING_DATA_NOTE)},
         "recipe": {"training": plans.to_dict()["training"], "method_plan": method.method_plan(plans),
                    "stages": stages},
-        "calibration": {k: cal.get(k) for k in ("alpha", "alpha_achieved", "voxel_threshold", "voxel_thresholds",
-                                                "detection_threshold",
-                                                "detection_rule", "healthy_detection_fpr", "volume_score_name",
-                                                "healthy_final_mask_fraction", "case_source",
-                                                "anomaly_map")} if cal else None,
+        "calibration": _calibration_summary(cal) if cal else None,
     }
 
 

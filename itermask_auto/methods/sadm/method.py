@@ -9,6 +9,7 @@ Inference: one-step reconstructions ensembled over t ∈ {250, 500, 750}; anomal
 left-out healthy validation scan, chosen at calibration); thresholds from the engine's healthy calibration."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -21,6 +22,8 @@ from itermask_auto.methods.sadm.map_choice import calibrate_map_choice
 from itermask_auto.methods.sadm.networks import SiameseUNet, build_diffusion_unet
 from itermask_auto.methods.sadm.plan import default_plan, measured_cpu_recipes, stage_recipe
 from itermask_auto.methods.sadm.training import delineation_inputs, delineation_loss, diffusion_step
+
+logger = logging.getLogger(__name__)
 
 DIFFUSION, DELINEATION = "diffusion", "delineation"
 
@@ -97,7 +100,11 @@ class SADM(Method):
         return {"anomaly_map": plan["anomaly_map"]}   # recorded: prediction refuses a plan that names another map
 
     def check_calibration(self, plans, calibration) -> None:
-        chosen_map(self.method_plan(plans), calibration)   # a threshold made for another map is refused
+        chosen = chosen_map(self.method_plan(plans), calibration)   # a threshold made for another map is refused
+        if calibration is not None and "anomaly_map" not in calibration:   # written before the key was recorded
+            logger.warning("this sadm fold's calibration.json does not record the map its thresholds were made "
+                           "for (an earlier version calibrated it); they are read as '%s' thresholds: recalibrate "
+                           "(itermask_train ... -m sadm --calibrate_only) to be sure", chosen)
 
     def calibration_infer(self, predictor, case, data, hf, brain, context) -> InferenceResult:
         if case in context.state:   # the maps `calibrate` inferred for the map choice, under the chosen map
