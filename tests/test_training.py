@@ -280,11 +280,12 @@ def test_calibrate_only_names_the_keys_in_which_the_dataset_plan_differs(tmp_pat
     silently ignored (and nothing is said when the two agree)."""
     plans = Plans.load(Path(__file__).parents[1] / "plans" / "Dataset001_IXI_T1" / "itermask_plans.json")
     plans.save(tmp_path / "plans.json")
-    assert api.warn_plan_drift(plans, tmp_path) == []
+    assert api.warn_plan_drift(plans, tmp_path, "sadm") == []
     plans.inference.tau_scale = "hf_median_error"
-    plans.method_plans.setdefault("sadm", {})["anomaly_map"] = "sum"
+    plans.method_plans["sadm"]["anomaly_map"] = "sum"
+    plans.method_plans["constrained"]["alpha_drop"] = 0.5   # another method's plan: not this fold's business
     plans.training.num_epochs += 1     # a training key: calibration does not read it
     with caplog.at_level("WARNING"):
-        keys = api.warn_plan_drift(plans, tmp_path)
+        keys = api.warn_plan_drift(plans, tmp_path, "sadm")
     assert keys == ["inference.tau_scale", "method_plans.sadm.anomaly_map"]
     assert "inference.tau_scale, method_plans.sadm.anomaly_map" in caplog.text and "fold's copy" in caplog.text

@@ -93,7 +93,7 @@ def run_training(dataset: str | int, configuration: Optional[str] = None, fold: 
     elif not (fold_dir / FINAL).is_file():
         raise FileNotFoundError(f"{fold_dir / FINAL}: not found - train this fold before --calibrate_only")
     elif ranks.is_main:
-        warn_plan_drift(plans, fold_dir)
+        warn_plan_drift(plans, fold_dir, spec.name)
     if run_calibration:
         with file_logging(fold_dir, enabled=ranks.is_main):
             calibrate(fold_dir, device, ranks=ranks)
@@ -121,10 +121,10 @@ def _labelled(dataset, plans: Plans, configuration: str, dataset_dir: Path, fold
     return load_labelled(dataset, plans, configuration, dataset_dir)
 
 
-def warn_plan_drift(dataset_plans: Plans, fold_dir: Path) -> list[str]:
+def warn_plan_drift(dataset_plans: Plans, fold_dir: Path, method: str) -> list[str]:
     """--calibrate_only calibrates with the fold's own plans.json (the plan its networks were trained with), not
-    the dataset's: name the calibration-time keys in which the two differ, so an edit made in the wrong file is not
-    silently ignored. Returns the differing keys."""
+    the dataset's: name the keys of `inference`, `calibration` and the method's own plan in which the two differ,
+    so an edit made in the wrong file is not silently ignored. Returns the differing keys."""
     def leaves(tree, prefix: str) -> dict:
         if not isinstance(tree, dict):
             return {prefix: tree}
@@ -132,13 +132,19 @@ def warn_plan_drift(dataset_plans: Plans, fold_dir: Path) -> list[str]:
 
     fold_plans, dataset = read_json(fold_dir / PLANS_COPY), dataset_plans.to_dict()
     keys = []
-    for section in ("inference", "calibration", "method_plans"):
-        ours, theirs = leaves(dataset.get(section, {}), section), leaves(fold_plans.get(section, {}), section)
+    for section in ("inference", "calibration", f"method_plans.{method}"):
+        ours, theirs = (leaves(_at(tree, section), section) for tree in (dataset, fold_plans))
         keys += [k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
     if keys:
         logger.warning("%s differs from the dataset's plan in %s: --calibrate_only uses the fold's copy (edit that "
                        "file to recalibrate with another setting)", fold_dir / PLANS_COPY, ", ".join(keys))
     return keys
+
+
+def _at(tree: dict, dotted: str):
+    for key in dotted.split("."):
+        tree = tree.get(key, {}) if isinstance(tree, dict) else {}
+    return tree
 
 
 def calibrate(fold_dir: Path, device: str, ranks: Ranks = SINGLE) -> dict:
