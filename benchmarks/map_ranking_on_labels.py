@@ -8,8 +8,9 @@ healthy-calibrated figure (benchmarks/real_data.py). It answers "could any thres
 For a trained fold and a test folder (CASE_0000 images, CASE brain masks, CASE labels, nnU-Net naming; one-channel
 plans), predicts each case, brings every map of `InferenceResult.maps` (else the anomaly map) back to the input's
 geometry and prints per case and map the in-brain AUROC and AUPRC, then per map the pooled AUPRC, AUROC and the
-best-on-test Dice (upper bound) with the fraction of the brain it marks. The maps are the method's raw maps, before
-the engine's postprocessing (the plan's map_median_mm; 0, none, in the planned recipes).
+best-on-test Dice (upper bound) with the fraction of the brain it marks. The maps of `InferenceResult.maps` are the
+method's own, before the engine's postprocessing (the plan's map_median_mm; 0, none, in the planned recipes); the
+fallback anomaly map is the postprocessed one.
 
     python benchmarks/map_ranking_on_labels.py FOLD_DIR -i IMAGES -masks MASKS -labels LABELS [--threads 2]
 """

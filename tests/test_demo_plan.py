@@ -1,5 +1,6 @@
 """`make demo`'s own choices over the planned recipe: its epochs follow the rate the planner measured, and its
-lr, α and τ unit are written into the plan (with a rule a person can read) before training reads it."""
+lr, validation batches, α and τ unit are written into the plan (with a rule a person can read) before training
+reads it."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,10 +23,13 @@ def _with_epochs(plans: Plans, epochs: int) -> Plans:
 
 def test_demo_epochs_take_the_demo_budget_at_the_planned_rate():
     plans = Plans.load(REFERENCE_PLAN)
-    # a machine whose cpu recipe fills the 75-min budget with 225 epochs x 50 steps trains 5 min = 750 steps = 30 x 25
-    assert CPU_TRAIN_BUDGET_S == 75 * 60 and demo.DEMO_TRAINING_S == 5 * 60
-    assert demo.demo_epochs(_with_epochs(plans, 225), 25) == 30
-    assert demo.demo_epochs(_with_epochs(plans, 120), 25) == 16        # a slower machine: fewer epochs
+    # a machine whose cpu recipe fills the 75-min budget with 188 epochs x 50 iterations, each a step x 1.15 for 20
+    # validation batches per 50: a step 4500 / (188 x 50 x 1.15) = 0.416 s, a validation batch 0.375 steps; the
+    # demo's epoch of 25 steps + 5 validation batches 0.416 x 26.875 = 11.19 s: 6.5 min = 34.9 -> 35 epochs
+    assert CPU_TRAIN_BUDGET_S == 75 * 60 and demo.DEMO_TRAINING_S == 390
+    assert plans.training.validation_iterations == 20 and demo.DEMO_VALIDATION_ITERATIONS == 5
+    assert demo.demo_epochs(_with_epochs(plans, 188), 25) == 35
+    assert demo.demo_epochs(_with_epochs(plans, 120), 25) == 22        # a slower machine: fewer epochs
     assert demo.demo_epochs(_with_epochs(plans, 30), 25) == demo.DEMO_EPOCH_RANGE[0]
     assert demo.demo_epochs(_with_epochs(plans, 400), 25) == demo.DEMO_EPOCH_RANGE[1]
 
@@ -39,6 +43,8 @@ def test_demo_choices_are_written_into_the_plan(tmp_path, given):
     after = Plans.load(path)
     assert epochs == (demo.demo_epochs(before, 25) if given is None else given)
     assert after.training.initial_lr == demo.DEMO_LR != before.training.initial_lr
+    assert after.training.validation_iterations == demo.DEMO_VALIDATION_ITERATIONS
+    assert before.training.validation_iterations == 20
     assert after.calibration.alpha == demo.DEMO_ALPHA != before.calibration.alpha
     assert after.inference.tau_scale == "hf_median_error" != before.inference.tau_scale
     assert f"{epochs} epochs x 25 iterations" in after.rules["demo"]

@@ -106,10 +106,10 @@ def test_a_scan_and_its_automatic_mask_variant_are_left_out_together(monkeypatch
     from itermask_auto.methods.sadm.map_choice import calibrate_map_choice
     monkeypatch.setattr(module, "MIN_SCANS", 3)
     _fake_maps(monkeypatch, [0.0, 1.0, 2.0, 3.0, 4.0])
-    received = {}
+    received = []
 
     def recording(per_scan, alpha):
-        received.setdefault(len(received), [np.asarray(v).copy() for v in per_scan])
+        received.append([np.asarray(v).copy() for v in per_scan])
         return leave_one_out_fpr(per_scan, alpha)
     monkeypatch.setattr(module, "leave_one_out_fpr", recording)
     context = _Context(["a", "a@automatic", "b", "c", "c@automatic"])

@@ -279,8 +279,13 @@ def test_calibrate_only_names_the_keys_in_which_the_dataset_plan_differs(tmp_pat
     """--calibrate_only reads the fold's plans.json: an edit made in the dataset's plan instead is named, not
     silently ignored (and nothing is said when the two agree)."""
     plans = Plans.load(Path(__file__).parents[1] / "plans" / "Dataset001_IXI_T1" / "itermask_plans.json")
+    assert api.warn_plan_drift(plans, tmp_path, "sadm") == []       # no plans.json: calibration reports it
     plans.save(tmp_path / "plans.json")
     assert api.warn_plan_drift(plans, tmp_path, "sadm") == []
+    older = json.loads((tmp_path / "plans.json").read_text())
+    del older["inference"]["map_median_mm"]                         # written before the key existed
+    (tmp_path / "plans.json").write_text(json.dumps(older))
+    assert api.warn_plan_drift(plans, tmp_path, "sadm") == []       # its default is the dataset plan's value
     plans.inference.tau_scale = "hf_median_error"
     plans.method_plans["sadm"]["anomaly_map"] = "sum"
     plans.method_plans["constrained"]["alpha_drop"] = 0.5   # another method's plan: not this fold's business

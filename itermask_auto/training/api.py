@@ -92,10 +92,10 @@ def run_training(dataset: str | int, configuration: Optional[str] = None, fold: 
                       labelled_data)
     elif not (fold_dir / FINAL).is_file():
         raise FileNotFoundError(f"{fold_dir / FINAL}: not found - train this fold before --calibrate_only")
-    elif ranks.is_main:
-        warn_plan_drift(plans, fold_dir, spec.name)
     if run_calibration:
         with file_logging(fold_dir, enabled=ranks.is_main):
+            if calibrate_only and ranks.is_main:
+                warn_plan_drift(plans, fold_dir, spec.name)
             calibrate(fold_dir, device, ranks=ranks)
     barrier(ranks)
     return fold_dir
@@ -130,7 +130,10 @@ def warn_plan_drift(dataset_plans: Plans, fold_dir: Path, method: str) -> list[s
             return {prefix: tree}
         return {k: v for key, sub in tree.items() for k, v in leaves(sub, f"{prefix}.{key}").items()}
 
-    fold_plans, dataset = read_json(fold_dir / PLANS_COPY), dataset_plans.to_dict()
+    if not (fold_dir / PLANS_COPY).is_file():    # calibration itself says what is missing
+        return []
+    # both through Plans: keys an older plans.json lacks read as their defaults on either side
+    fold_plans, dataset = Plans.load(fold_dir / PLANS_COPY).to_dict(), dataset_plans.to_dict()
     keys = []
     for section in ("inference", "calibration", f"method_plans.{method}"):
         ours, theirs = (leaves(_at(tree, section), section) for tree in (dataset, fold_plans))
