@@ -125,29 +125,27 @@ def warn_plan_drift(dataset_plans: Plans, fold_dir: Path, method: str) -> list[s
     """--calibrate_only calibrates with the fold's own plans.json (the plan its networks were trained with), not
     the dataset's: name the keys of `inference`, `calibration` and the method's own plan in which the two differ,
     so an edit made in the wrong file is not silently ignored. Returns the differing keys."""
-    def leaves(tree, prefix: str) -> dict:
-        if not isinstance(tree, dict):
-            return {prefix: tree}
-        return {k: v for key, sub in tree.items() for k, v in leaves(sub, f"{prefix}.{key}").items()}
-
     if not (fold_dir / PLANS_COPY).is_file():    # calibration itself says what is missing
         return []
     # both through Plans: keys an older plans.json lacks read as their defaults on either side
-    fold_plans, dataset = Plans.load(fold_dir / PLANS_COPY).to_dict(), dataset_plans.to_dict()
-    keys = []
-    for section in ("inference", "calibration", f"method_plans.{method}"):
-        ours, theirs = (leaves(_at(tree, section), section) for tree in (dataset, fold_plans))
-        keys += [k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+    ours, theirs = (_calibration_keys(plans.to_dict(), method)
+                    for plans in (dataset_plans, Plans.load(fold_dir / PLANS_COPY)))
+    keys = [k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
     if keys:
         logger.warning("%s differs from the dataset's plan in %s: --calibrate_only uses the fold's copy (edit that "
                        "file to recalibrate with another setting)", fold_dir / PLANS_COPY, ", ".join(keys))
     return keys
 
 
-def _at(tree: dict, dotted: str):
-    for key in dotted.split("."):
-        tree = tree.get(key, {}) if isinstance(tree, dict) else {}
-    return tree
+def _calibration_keys(plans: dict, method: str) -> dict:
+    """{"inference.tau_scale": value, "method_plans.sadm.anomaly_kinds.noise_blend": value, ...}: every leaf of the
+    plan sections calibration reads."""
+    def leaves(tree, prefix: str) -> dict:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, sub in tree.items() for k, v in leaves(sub, f"{prefix}.{key}").items()}
+    return {**leaves(plans["inference"], "inference"), **leaves(plans["calibration"], "calibration"),
+            **leaves(plans["method_plans"].get(method, {}), f"method_plans.{method}")}
 
 
 def calibrate(fold_dir: Path, device: str, ranks: Ranks = SINGLE) -> dict:
