@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c", dest="continue_training", action="store_true",
                    help="continue every stage from its checkpoint_latest.pth at the next epoch (also with another "
                         "number of ranks)")
-    p.add_argument("--calibrate_only", action="store_true", help="skip training; only (re)calibrate the fold")
+    p.add_argument("--calibrate_only", action="store_true",
+                   help="skip training; only (re)calibrate the fold, with the settings of its own plans.json (warns "
+                        "where the dataset's plan differs)")
     p.add_argument("--epochs", type=int, default=None, help="override the plan's number of epochs (every stage)")
     p.add_argument("--iterations", type=int, default=None, help="override the plan's iterations per epoch")
     p.add_argument("-np", dest="num_workers", type=int, default=0,
