@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -260,3 +261,18 @@ def test_cli_with_report(tmp_path):
         png = d["pred"] / "qc" / f"{c}.png"
         assert png.stat().st_size > 5000
     assert "http" not in html.replace("http-equiv", "")  # self-contained
+
+
+def test_a_rim_margin_scored_without_brain_masks_is_named_once(tmp_path, caplog):
+    d = make_fake_prediction(tmp_path, n_lesion=2, n_healthy_test=0)
+    for case in ("les_0", "les_1"):   # as a calibration that chose a 4 mm margin writes CASE.json
+        path = d["pred"] / f"{case}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "brain_erosion_mm": 4.0}))
+    with caplog.at_level(logging.WARNING):
+        evaluate_folder(d["pred"], d["labelsTs"], report=False)
+    rim = [r.getMessage() for r in caplog.records if "brain-rim margin" in r.getMessage()]
+    assert len(rim) == 1 and "2 case(s)" in rim[0] and "4 mm" in rim[0] and "-brain" in rim[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):   # with the brain masks the rim's lesion voxels count: nothing to say
+        evaluate_folder(d["pred"], d["labelsTs"], brain_dir=d["masksTs"], report=False)
+    assert "brain-rim margin" not in caplog.text

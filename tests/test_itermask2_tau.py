@@ -2,6 +2,7 @@
 calibrated fold whose scored healthy masks are the ones the search chose."""
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -100,13 +101,15 @@ def fold(tmp_path_factory):
     mp.undo()
 
 
-def _calibrate(fold_dir, target: str, margins=(), tau_scale: str = "absolute") -> dict:
+def _calibrate(fold_dir, target: str, margins=(), tau_scale: str = "absolute", alpha: float = 0.05,
+               mode: str = "itermask2") -> dict:
     from itermask_auto.calibration.calibrate import calibrate_model_folder
     from itermask_auto.experiment_planning.plans import Plans
     plans = Plans.load(fold_dir / "plans.json")
-    plans.inference.mode, plans.calibration.itermask2_tau_target = "itermask2", target
+    plans.inference.mode, plans.calibration.itermask2_tau_target = mode, target
     plans.inference.tau_scale = tau_scale
-    plans.calibration.alpha, plans.calibration.brain_erosion_candidates_mm = 0.05, list(margins)
+    plans.calibration.alpha, plans.calibration.brain_erosion_candidates_mm = alpha, list(margins)
+    plans.calibration.gamma_target = "sweep_quantile"   # as the planner writes it
     plans.save(fold_dir / "plans.json")
     return calibrate_model_folder(fold_dir)
 
@@ -128,6 +131,19 @@ def test_calibrated_tau_leaves_alpha_of_the_healthy_brains_masked(fold):
     # voxels: every τ the search found masking more than α lies below it
     over = [r["tau"] for r in new["itermask2_tau_search"] if r["fraction"] > alpha]
     assert all(tau <= old["itermask2_tau"] * (1 + 1e-9) for tau in over)
+
+
+def test_the_sweep_range_warning_fires_only_where_the_knee_segments(fold, caplog):
+    # α = 0.2 % asks for i = 99.8, beyond the planned sweep's 99: the knee (mode itermask3d) cannot reach α and says
+    # so; with τ searched on the final masks (what the demo plans) γ is only the fallback: no warning
+    warning = "the sweep stops at i = 99"
+    with caplog.at_level(logging.WARNING):
+        _calibrate(fold, "final_mask_fraction", alpha=0.002)
+    assert warning not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _calibrate(fold, "final_mask_fraction", alpha=0.002, mode="itermask3d")
+    assert warning in caplog.text
 
 
 def test_the_search_inside_a_chosen_margin_starts_from_the_tau_found_without_it(fold):

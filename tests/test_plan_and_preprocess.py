@@ -14,6 +14,8 @@ import SimpleITK as sitk
 from itermask_auto.dataset_conversion.phantom import write_phantom_dataset
 from itermask_auto.experiment_planning.cli import main as plan_main
 from itermask_auto.experiment_planning.plans import Plans
+from itermask_auto.preprocessing.provenance import (PREPROCESSING_INPUTS_FILE, check_arrays_match_plan,
+                                                    preprocessing_inputs, recorded_inputs)
 from itermask_auto.preprocessing.storage import list_preprocessed_cases, load_case
 
 
@@ -175,14 +177,53 @@ def test_replanning_keeps_valid_preprocessed_data_and_drops_stale(phantom_raw, d
     plans = Plans.load(out / "itermask_plans.json")
     assert {p.name: p.stat().st_mtime_ns for p in folder_3d.glob("*.npz")} == before
     assert len(list_preprocessed_cases(out / plans.configuration("2d").data_identifier)) == 4
-    # an old plan that normalised differently: its arrays are stale and must not survive a re-plan
+    # the arrays record what made them: a hand edit of the plan file alone does not make them stale for a re-plan
+    # that plans them as they were made
     raw_plan = json.loads((out / "itermask_plans.json").read_text())
     raw_plan["hf_radius_cycles_per_mm"] = raw_plan["hf_radius_cycles_per_mm"] * 2
+    (out / "itermask_plans.json").write_text(json.dumps(raw_plan))
+    assert _run("-c", "2d") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in folder_3d.glob("*.npz")} == before
+    # arrays made before the record, by an old plan that normalised differently: stale, must not survive a re-plan
+    (folder_3d / PREPROCESSING_INPUTS_FILE).unlink()
     (out / "itermask_plans.json").write_text(json.dumps(raw_plan))
     caplog.clear()
     assert _run("-c", "3d", "--plan_only") == 0
     assert not folder_3d.exists()
     assert any("dropped the preprocessed 3d data" in r.getMessage() for r in caplog.records)
+
+
+def test_a_hand_edited_plan_is_preprocessed_with_use_existing_plan_and_training_refuses_stale_arrays(
+        phantom_raw, data_roots, capsys):
+    from itermask_auto.training.cli import main as train_main
+    out = data_roots["preprocessed"] / phantom_raw.name
+    assert _run("-c", "3d", "2d") == 0
+    plans = Plans.load(out / "itermask_plans.json")
+    folder_3d, folder_2d = (out / plans.configuration(c).data_identifier for c in ("3d", "2d"))
+    assert recorded_inputs(folder_3d) == preprocessing_inputs(plans, "3d")
+    assert PREPROCESSING_INPUTS_FILE not in {f"{c}.json" for c in list_preprocessed_cases(folder_3d)}
+    shape_before = load_case(folder_3d, list_preprocessed_cases(folder_3d)[0])[0].shape
+    raw_plan = json.loads((out / "itermask_plans.json").read_text())   # a person coarsens the 3d grid
+    raw_plan["configurations"]["3d"]["spacing"] = [5.0, 5.0, 5.0]
+    (out / "itermask_plans.json").write_text(json.dumps(raw_plan))
+    capsys.readouterr()
+    assert train_main(["-d", "990", "-c", "3d", "--epochs", "1", "--threads", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "spacing" in err[0] and "--use_existing_plan" in err[0] and str(folder_3d) in err[0]
+    assert not (data_roots["results"] / phantom_raw.name).exists()
+    # preprocessing the other configuration with the edited plan: the 3d arrays no longer match it, dropped
+    assert _run("-c", "2d", "--use_existing_plan") == 0
+    assert not folder_3d.exists() and len(list_preprocessed_cases(folder_2d)) == 4
+    assert _run("-c", "3d", "--use_existing_plan") == 0
+    kept = Plans.load(out / "itermask_plans.json")
+    assert kept.configuration("3d").spacing == [5.0, 5.0, 5.0]   # not re-planned
+    shape_after = load_case(folder_3d, list_preprocessed_cases(folder_3d)[0])[0].shape
+    assert all(a < b for a, b in zip(shape_after[1:], shape_before[1:]))   # made on the coarser grid
+    check_arrays_match_plan(folder_3d, kept, "3d", phantom_raw.name)   # training takes them now
+    # without a plan there is nothing to use: one line naming the file
+    shutil.rmtree(out)
+    assert _run("-c", "3d", "--use_existing_plan") == 1
+    assert not out.exists()
 
 
 def test_a_dataset_left_aside_by_a_killed_swap_is_restored(phantom_raw, data_roots):
@@ -218,3 +259,15 @@ def test_a_failed_swap_keeps_the_old_dataset_whole(phantom_raw, data_roots, monk
         api.plan_and_preprocess(990, ("3d",), num_processes=1, plan_only=True)
     assert sorted(p.relative_to(out) for p in out.rglob("*.npz")) == before and len(before) == 4
     assert not list(out.parent.glob(f".{out.name}.*"))
+
+
+def test_the_gpu_memory_target_plans_for_the_gpu_and_is_refused_with_the_cpu_profile(
+        phantom_raw, data_roots, capsys, caplog):
+    with pytest.raises(SystemExit) as stop:
+        plan_main(["-d", "990", "--profile", "cpu", "-gpu_memory_target", "8", "--plan_only"])
+    assert stop.value.code == 2 and "-gpu_memory_target" in capsys.readouterr().err
+    caplog.set_level("INFO")
+    assert plan_main(["-d", "990", "-gpu_memory_target", "4", "--plan_only", "-np", "1"]) == 0
+    plans = Plans.load(data_roots["preprocessed"] / phantom_raw.name / "itermask_plans.json")
+    assert plans.profile == "gpu"
+    assert any("planning for the gpu profile (-gpu_memory_target given)" in r.getMessage() for r in caplog.records)

@@ -21,13 +21,14 @@ FAKE_SECONDS = {"diffusion": 1.0, "delineation": 0.5, "vae": 0.3, "forward": 0.4
                 "reconstruction": 0.25, "first_iter": 0.15}
 
 
-def _plans(dataset_json=DATASET_JSON, profile="cpu", timed=None, shape_mm=(140.0, 170.0, 140.0)):
+def _plans(dataset_json=DATASET_JSON, profile="cpu", timed=None, shape_mm=(140.0, 170.0, 140.0), timed_methods=None):
     def stage_timer(method, stage, plans, configuration):
         if timed is not None:
             timed.append((method.name, stage.name, configuration))
         return FAKE_SECONDS[stage.name], "fake"
     return plan_experiment(_fingerprint([(2.0,) * 3] * 6, shape_mm), dataset_json, "D", profile=profile,
-                           step_timer=lambda config: (0.2, "fake"), stage_timer=stage_timer)
+                           step_timer=lambda config: (0.2, "fake"), stage_timer=stage_timer,
+                           timed_methods=timed_methods)
 
 
 def _iteration(plans, stage_name: str, batch: int = 8, configuration: str = "2d") -> float:
@@ -107,6 +108,22 @@ def test_without_a_stage_timer_or_on_the_gpu_profile_nothing_is_timed():
     timed = []
     _plans(timed=timed)
     assert "mmccd" not in {name for name, _, _ in timed}
+
+
+def test_only_the_methods_asked_for_are_timed_the_others_keep_the_reference_epochs():
+    timed = []
+    plans = _plans(TWO_SEQUENCES, timed=timed, timed_methods=("sadm",))
+    reference = plan_experiment(_fingerprint([(2.0,) * 3] * 6), TWO_SEQUENCES, "D", profile="cpu")
+    assert sorted(timed) == [("sadm", "delineation", "2d"), ("sadm", "diffusion", "2d")]
+    assert "measured on the planning machine" in plans.method_plans["sadm"]["rules"]["recipes"]
+    for name in ("constrained", "mmccd"):
+        assert plans.method_plans[name] == reference.method_plans[name]
+    assert "2d_recipe" not in plans.method_plans.get("itermask2", {})
+    timed.clear()   # the demo's call: its method plans from the main step, nothing else is timed
+    _plans(TWO_SEQUENCES, timed=timed, timed_methods=("itermask3d",))
+    assert timed == []
+    with pytest.raises(ValueError, match="unknown method.*sadmm"):
+        _plans(timed_methods=("sadmm",))
 
 
 def test_synthetic_batches_have_the_samplers_keys_and_shapes():

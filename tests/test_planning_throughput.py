@@ -109,6 +109,20 @@ def test_plan_command_measures_by_default_and_refuses_a_bad_mode(data_roots, mon
     assert plan_main(args + ["--throughput", "reference", "--clean"]) == 0
     reference = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json")
     assert "GMAC/s" in reference.rules["training"]
+    # --time_methods: only constrained's stage is timed; a misspelt name is one line, nothing replaced
+    caplog.clear()
+    assert plan_main(args + ["--clean", "--time_methods", "constrained"]) == 0
+    some = Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json")
+    assert "measured on the planning machine" in some.method_plans["constrained"]["rules"]["num_epochs"]
+    assert "2d_recipe" not in some.method_plans.get("itermask2", {})
+    assert any("not timed (not asked for): " in r.getMessage() and "itermask2" in r.getMessage()
+               and "constrained," not in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    assert plan_main(args + ["--time_methods", "constrianed"]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "unknown method(s) to time: constrianed" in errors[0]
+    assert not any("training cases" in r.getMessage() for r in caplog.records)   # refused before reading it
+    assert Plans.load(data_roots["preprocessed"] / raw.name / "itermask_plans.json").method_plans == some.method_plans
 
 
 def test_a_replan_that_moves_the_epochs_says_so(data_roots, monkeypatch, caplog):

@@ -112,6 +112,8 @@ def test_predict_folder_cli(trained, tmp_path, caplog):
             np.testing.assert_allclose(im.GetDirection(), ref.GetDirection(), atol=1e-6)
         info = json.loads((out / f"{case}.json").read_text())
         assert info["calibrated"] and info["anomalous"] in (True, False) and info["network_passes"] >= 2
+        calibration = json.loads((fold_dir / "calibration.json").read_text())
+        assert info["brain_erosion_mm"] == calibration["brain_erosion_mm"]   # the margin the map leaves out
         # itermask3d with a calibrated γ: CASE_seg is the procedure's own final mask
         assert info["segmentation_rule"] == "IterMask3D final mask (per-subject tau, calibrated gamma)"
         assert (out / f"{case}_masks" / "pass_00.nii.gz").is_file()

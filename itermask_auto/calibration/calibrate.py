@@ -65,8 +65,8 @@ def _score_cases(predictor: Predictor, context: CalibrationContext, keep_edges: 
                        "tau_method": (result.fit or {}).get("method"), "shrink_iterations": result.shrink_iterations,
                        "scored_voxels": int(region.sum())},
         }
-        logger.info("calibration %s: tau %.4g, %d passes, final mask %.2f%% of the brain, %.1f s", case, result.tau,
-                    result.passes, 100 * result.scores.get("mask_fraction", 0.0), seconds)
+        logger.info("calibration %s: tau %.4g (absolute), %d passes, final mask %.2f%% of the brain, %.1f s", case,
+                    result.tau, result.passes, 100 * result.scores.get("mask_fraction", 0.0), seconds)
     return context.gather(local)
 
 

@@ -101,6 +101,19 @@ def arrays(c: Dict[str, Any]) -> Dict[str, np.ndarray]:
     return {"anomaly": a, "seg": seg, "label": label, "brain": brain}
 
 
+def warn_rim_without_brain_masks(rows: List[Dict[str, Any]]) -> None:
+    """Without a brain mask file the scored brain is where the map is > 0: a brain-rim margin (CASE.json
+    brain_erosion_mm) then drops the lesion voxels at the brain's edge from the ranking metrics instead of counting
+    them as missed."""
+    rim = {r["case"]: float(r["info"].get("brain_erosion_mm") or 0.0) for r in rows
+           if r["brain_source"] != "brain mask file"}
+    rim = {case: mm for case, mm in rim.items() if mm > 0}
+    if rim:
+        logger.warning("%d case(s) (e.g. %s) scored without a brain mask file while their maps leave out a %g mm "
+                       "brain-rim margin: lesion voxels there are not counted in AUROC/AUPRC; pass -brain MASKS to "
+                       "score the whole brain", len(rim), sorted(rim)[0], max(rim.values()))
+
+
 def decision(info: Dict[str, Any]) -> Optional[bool]:
     for key in ("detection", "anomalous"):  # predictor versions used either name
         if info.get(key) is not None:
@@ -337,6 +350,7 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
         logger.info("%s: dice %.3f auroc %.3f score %s", case, row["dice"], row["auroc"], row["volume_score"])
     healthy = _healthy_records(Path(healthy_dir), brain_dir, resampled) if healthy_dir else []
     infos = [r["info"] for r in rows + healthy]
+    warn_rim_without_brain_masks(rows)
     calibration = model_calibration(infos)   # read once: alpha and the healthy thresholds
     alpha_value, alpha_source = resolve_alpha(infos, calibration, alpha)
     at_healthy_thresholds = pooled.dice_at(healthy_thresholds(calibration[1]) if one_model(infos) else {})

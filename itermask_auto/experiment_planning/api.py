@@ -4,18 +4,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from itermask_auto.experiment_planning.fingerprint import extract_fingerprint
-from itermask_auto.experiment_planning.planner import plan_experiment
+from itermask_auto.experiment_planning.planner import check_timed_methods, plan_experiment
 from itermask_auto.experiment_planning.plans import FINGERPRINT_FILE, PLANS_FILE, Plans
 from itermask_auto.experiment_planning.throughput import (measure_seconds_per_iteration, measure_stage_seconds,
                                                           throughput_mode)
 from itermask_auto.imageio.errors import InputError
 from itermask_auto.paths import preprocessed_root, raw_root
 from itermask_auto.preprocessing.preprocessor import preprocess_case
+from itermask_auto.preprocessing.provenance import (PREPROCESSING_INPUTS_FILE, preprocessing_inputs,
+                                                    recorded_inputs)
 from itermask_auto.preprocessing.storage import list_preprocessed_cases, save_case
 from itermask_auto.utilities.atomic import read_json, write_json
 from itermask_auto.utilities.dataset import find_dataset, list_cases, load_dataset_json
@@ -26,12 +27,15 @@ logger = logging.getLogger(__name__)
 KEPT_ACROSS_RUNS = ("splits.json",)  # trained models refer to it; --clean drops it
 
 
-def _preprocessing_inputs(plans: Plans, name: str) -> Dict:
-    """What a configuration's preprocessed arrays depend on: if none of it changed, the arrays are still valid."""
-    config = plans.configuration(name)
-    return {"channels": plans.channel_names, "normalization": asdict(plans.normalization),
-            "hf_radius": plans.hf_radius_cycles_per_mm, "spacing": list(config.spacing),
-            "data_identifier": config.data_identifier}
+def existing_plan(final: Path, dataset_name: str) -> Plans:
+    """The plan already in the preprocessed folder, for --use_existing_plan (a plan edited by hand)."""
+    path = final / PLANS_FILE
+    if not path.is_file():
+        raise InputError(path, "no plan to use: run itermask_plan_and_preprocess without --use_existing_plan first")
+    plans = Plans.load(path)
+    if plans.dataset_name != dataset_name:
+        raise InputError(path, f"plan of dataset {plans.dataset_name}, not {dataset_name}")
+    return plans
 
 
 def clear_leftovers_of_killed_runs(final: Path) -> None:
@@ -59,8 +63,9 @@ def earlier_plan(final: Path) -> Optional[Plans]:
 def unchanged_data_folders(old: Optional[Plans], final: Path, staging: Path, plans: Plans, preprocessed_now: set,
                            cases: Sequence[str]) -> List[str]:
     """Data folders of `final` to carry over: configurations not preprocessed in this run (all of them with
-    --plan_only) that the new plan preprocesses exactly as the old one did, for the same cases and fingerprint (a
-    re-plan must not silently delete valid data). The others are reported as dropped."""
+    --plan_only) that the new plan preprocesses exactly as the folder's arrays were made (its recorded
+    preprocessing_inputs.json, else the old plan's), for the same cases and fingerprint (a re-plan must not silently
+    delete valid data). The others are reported as dropped."""
     kept: List[str] = []
     try:
         same_fingerprint = read_json(final / FINGERPRINT_FILE) == read_json(staging / FINGERPRINT_FILE)
@@ -73,7 +78,8 @@ def unchanged_data_folders(old: Optional[Plans], final: Path, staging: Path, pla
         if not folder.is_dir() or (staging / folder.name).exists():   # absent, or already made by this run
             continue
         same_cases = list_preprocessed_cases(folder) == sorted(cases)
-        if same_fingerprint and same_cases and _preprocessing_inputs(old, name) == _preprocessing_inputs(plans, name):
+        made_with = recorded_inputs(folder) or preprocessing_inputs(old, name)   # folders made before the record
+        if same_fingerprint and same_cases and made_with == preprocessing_inputs(plans, name):
             kept.append(folder.name)
             logger.info("kept the preprocessed %s data (%s): the new plan preprocesses it the same way", name,
                         folder.name)
@@ -143,12 +149,15 @@ def epochs_moved(old, new) -> List[str]:
 def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d", "2d"), num_processes: int = 2,
                         profile: str = "cpu", gpu_memory_gb: Optional[float] = None, clean: bool = False,
                         verify_dataset_integrity: bool = False, plan_only: bool = False,
-                        throughput: Optional[str] = None) -> Path:
+                        throughput: Optional[str] = None, timed_methods: Optional[Sequence[str]] = None,
+                        use_existing_plan: bool = False) -> Path:
     """Run the whole first stage for one dataset; return the preprocessed dataset folder. throughput (cpu profile):
-    "measure" times the planned network's step (and the own stages of sadm, constrained, mmccd, itermask2) here to
-    plan the epochs, "reference" plans for the project's reference CPU; None reads ITERMASK_PLAN_THROUGHPUT, else
-    "measure"."""
+    "measure" times the planned network's step (and the own stages of sadm, constrained, mmccd, itermask2, or of
+    those among timed_methods) here to plan the epochs, "reference" plans for the project's reference CPU; None
+    reads ITERMASK_PLAN_THROUGHPUT, else "measure". use_existing_plan: preprocess with the folder's
+    itermask_plans.json as it is (edited by hand) instead of planning again."""
     measure = throughput_mode(throughput) == "measure" and profile == "cpu"
+    check_timed_methods(timed_methods)   # before minutes of fingerprinting
     timer, stage_timer = (measure_seconds_per_iteration, measure_stage_seconds) if measure else (None, None)
     raw_folder = find_dataset(raw_root(), dataset)
     meta, cases, masks = collect_training_cases(raw_folder)
@@ -170,12 +179,16 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                     shutil.copyfile(final / name, staging / name)
         fingerprint = extract_fingerprint(cases, masks, staging / "brain_masks", num_processes)
         write_json(staging / FINGERPRINT_FILE, fingerprint)
-        plans = plan_experiment(fingerprint, meta, raw_folder.name, profile=profile, gpu_memory_gb=gpu_memory_gb,
-                                step_timer=timer, stage_timer=stage_timer)
+        if use_existing_plan:
+            plans = existing_plan(final, raw_folder.name)
+            logger.info("preprocessing with the existing plan %s (not re-planned)", final / PLANS_FILE)
+        else:
+            plans = plan_experiment(fingerprint, meta, raw_folder.name, profile=profile, gpu_memory_gb=gpu_memory_gb,
+                                    step_timer=timer, stage_timer=stage_timer, timed_methods=timed_methods)
         plans.save(staging / PLANS_FILE)
         log_plan_summary(plans)
         old = earlier_plan(final)
-        moved = epochs_moved(old, plans) if old is not None else []
+        moved = epochs_moved(old, plans) if old is not None and not use_existing_plan else []
         if moved:   # a timed step varies from machine to machine and run to run
             logger.warning("the planned epochs changed: %s (%s)", "; ".join(moved),
                            "the training steps timed on this machine" if timer else "the reference rule")
@@ -186,6 +199,7 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
                 jobs = [(c, cases[c], staging / "brain_masks" / f"{c}.nii.gz", staging / PLANS_FILE, name, out_dir)
                         for c in sorted(cases)]
                 run_parallel(_preprocess_one, jobs, num_processes, desc=f"preprocess {name}")
+                write_json(out_dir / PREPROCESSING_INPUTS_FILE, preprocessing_inputs(plans, name))
         kept: List[str] = []
         if final.is_dir() and not clean:
             done = set() if plan_only else set(configurations)
@@ -220,5 +234,6 @@ def log_plan_summary(plans: Plans) -> None:
                 t.num_epochs, t.iterations_per_epoch, t.initial_lr, t.lr_schedule, plans.hf_radius_cycles_per_mm,
                 plans.calibration.alpha)
     for name, planned in sorted(plans.method_plans.items()):
-        if planned.get("usable") is False:   # a method that cannot run on this dataset says why, at planning
-            logger.warning("method %s: %s", name, planned.get("reason", "not usable on this dataset"))
+        if planned.get("usable") is False:   # a method that cannot run on this dataset says why, at planning (a
+            # line, not a warning: the dataset may never need it; training it is refused with the same reason)
+            logger.info("method %s not planned: %s", name, planned.get("reason", "not usable on this dataset"))

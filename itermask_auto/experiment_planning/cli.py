@@ -49,15 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["cpu", "gpu"], default=None,
                    help="hardware profile the plan targets (default: gpu if CUDA is available, else cpu)")
     p.add_argument("-gpu_memory_target", type=float, default=None,
-                   help="GPU memory budget in GB for the gpu profile (default 8)")
+                   help="GPU memory budget in GB for the gpu profile (default 8; implies --profile gpu)")
     p.add_argument("--throughput", choices=["measure", "reference"], default=None,
                    help="cpu profile: plan the epochs that fill the 75-min budget at the step time measured on this "
                         "machine (measure, default; also each stage of sadm, constrained and mmccd for their own "
                         "budgets, and itermask2's two networks to share the 75 min; seconds to a minute) or at the "
                         "project's reference 2-core CPU (reference: the same plan on every machine). Default from "
                         "ITERMASK_PLAN_THROUGHPUT, else measure")
+    p.add_argument("--time_methods", nargs="+", default=None, metavar="METHOD",
+                   help="with measured throughput: time the own stages of these methods only (e.g. sadm); the "
+                        "others keep the reference CPU's epochs for their stages (default: every method that plans "
+                        "its own epochs)")
     p.add_argument("--verify_dataset_integrity", action="store_true", help="read and check every file first")
     p.add_argument("--clean", action="store_true", help="start from scratch (also drops an existing splits.json)")
+    p.add_argument("--use_existing_plan", action="store_true",
+                   help="preprocess with the dataset's itermask_plans.json as it is (e.g. edited by hand) instead of "
+                        "planning again")
     p.add_argument("--plan_only", action="store_true",
                    help="fingerprint and plan only; earlier preprocessed arrays are kept when the new plan would make "
                         "them the same way, else dropped with a warning")
@@ -66,9 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.use_existing_plan and args.plan_only:
+        parser.error("--use_existing_plan preprocesses with the plan as it is; --plan_only would only plan again")
+    if args.profile == "cpu" and args.gpu_memory_target is not None:
+        parser.error("-gpu_memory_target sets the gpu profile's memory budget: drop it or use --profile gpu")
     setup_logging(args.verbose)
-    profile = args.profile or default_profile()
+    if args.profile:
+        profile, why = args.profile, "--profile"
+    elif args.gpu_memory_target is not None:
+        profile, why = "gpu", "-gpu_memory_target given"
+    else:
+        profile = default_profile()
+        why = ("torch sees a CUDA GPU" if profile == "gpu"
+               else "no CUDA GPU on this machine; --profile gpu plans for one")
+    logger.info("planning for the %s profile (%s)", profile, why)
     try:
         raw_root()  # the input root is named first when several are unset
         check_writable_folder(preprocessed_root())  # fail before minutes of fingerprinting, not after
@@ -76,7 +96,8 @@ def main(argv=None) -> int:
             plan_and_preprocess(dataset, args.configurations, args.num_processes, profile=profile,
                                 gpu_memory_gb=args.gpu_memory_target, clean=args.clean,
                                 verify_dataset_integrity=args.verify_dataset_integrity, plan_only=args.plan_only,
-                                throughput=args.throughput)
+                                throughput=args.throughput, timed_methods=args.time_methods,
+                                use_existing_plan=args.use_existing_plan)
     except BatchError as e:
         for _, err in e.errors:
             logger.error("%s", err)

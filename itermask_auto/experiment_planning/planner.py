@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Collection, Dict, List, Optional
 
 import numpy as np
 
@@ -169,10 +169,12 @@ def plan_training(profile_name: str, config: ConfigurationPlan,
 
 def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_name: str,
                     profile: str = "cpu", gpu_memory_gb: float | None = None,
-                    step_timer: Optional[StepTimer] = None, stage_timer: Optional[StageTimer] = None) -> Plans:
+                    step_timer: Optional[StepTimer] = None, stage_timer: Optional[StageTimer] = None,
+                    timed_methods: Optional[Collection[str]] = None) -> Plans:
     """The plan for one dataset. step_timer (cpu profile): times the planned network's training step on this
     machine, so the epochs fill the CPU budget here; stage_timer does the same for the stages of methods that
-    plan epochs of their own (sadm, constrained, mmccd, itermask2); None plans for the reference CPU (deterministic)."""
+    plan epochs of their own (sadm, constrained, mmccd, itermask2; only those in timed_methods when given); None
+    plans for the reference CPU (deterministic)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile '{profile}' (known: {sorted(PROFILES)})")
     prof = dict(PROFILES[profile])
@@ -235,17 +237,30 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
                                     brain_erosion_candidates_mm=list(BRAIN_EROSION_CANDIDATES_MM)),
         configurations=configs, default_configuration=default,
         anisotropy_ratio=round(ratio, 4), profile=profile, rules=rules)
-    plans.method_plans = plan_methods(plans, stage_timer)
+    plans.method_plans = plan_methods(plans, stage_timer, timed_methods)
     return plans
 
 
-def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None) -> Dict[str, Dict[str, Any]]:
+def check_timed_methods(timed_methods: Optional[Collection[str]]) -> None:
+    """ValueError (one line) naming any name in timed_methods that is not a registered method."""
+    if not timed_methods:
+        return
+    from itermask_auto.methods.registry import METHODS
+    unknown = sorted(set(timed_methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) to time: {', '.join(unknown)} (known: {', '.join(sorted(METHODS))})")
+
+
+def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None,
+                 timed_methods: Optional[Collection[str]] = None) -> Dict[str, Dict[str, Any]]:
     """Each registered method's own planned parameters (Method.default_plan), written into the plan so that a
     person can read and edit them; methods without parameters of their own are left out. With stage_timer (cpu
     profile) each method may re-plan its epochs from its stages' steps timed here (Method.epochs_for_machine; one
-    without a plan of its own, itermask2, may gain one)."""
+    without a plan of its own, itermask2, may gain one); timed_methods (None: all) names the methods to time, the
+    others keep their untimed rule (seconds saved where only some will be trained, as in the demo)."""
     from itermask_auto.methods.base import Method, stage_batch_size
     from itermask_auto.methods.registry import METHODS   # the methods import torch: only when planning
+    check_timed_methods(timed_methods)
     planned = {name: p for name, method in sorted(METHODS.items()) if (p := method.default_plan(plans))}
     if stage_timer is None or plans.profile != "cpu":
         return planned
@@ -258,10 +273,14 @@ def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None) -> Dict
         logger.info("planning throughput: %s; + %.3f s data pipeline", what, data)
         return step + data
 
+    not_asked = []
     for name, method in sorted(METHODS.items()):
         if type(method).epochs_for_machine is Method.epochs_for_machine:   # trains the plan's `training` epochs
             continue
         if not planned.get(name, {}).get("usable", True):   # e.g. mmccd on one sequence
+            continue
+        if timed_methods is not None and name not in timed_methods:
+            not_asked.append(name)
             continue
         try:
             method.check(plans, method.configurations[0])
@@ -277,4 +296,7 @@ def plan_methods(plans: Plans, stage_timer: Optional[StageTimer] = None) -> Dict
         except Exception as e:   # timing an optional method must not stop the plan of every other one
             logger.warning("planning throughput: timing %s failed (%s: %s); its epochs keep their untimed rule",
                            name, type(e).__name__, e)
+    if not_asked:
+        logger.info("planning throughput: not timed (not asked for): %s; their epochs keep their untimed rules",
+                    ", ".join(not_asked))
     return planned

@@ -129,6 +129,8 @@ class Predictor:
             "detection_threshold": cal.get("detection_threshold") if cal else None,
             "voxel_threshold": cal.get("voxel_threshold") if cal else None,
             "segmentation_rule": seg_rule, "calibrated": cal is not None,
+            # maps and segmentations are 0 within this margin of the brain's edge (calibration/rim.py)
+            "brain_erosion_mm": self.brain_erosion_mm,
             "tau": result.tau, "tau_fit": result.fit, "sweep_i": result.sweep_i, "sweep_t": result.sweep_t,
             "shrink_iterations": result.shrink_iterations, "network_passes": stats["network_passes"],
             "windows": stats["windows"], "seconds": round(stats["seconds"], 3),

@@ -16,6 +16,7 @@ from itermask_auto.experiment_planning.plans import FINGERPRINT_FILE, PLANS_FILE
 from itermask_auto.methods.registry import DEFAULT_METHOD, METHODS, get_method
 from itermask_auto.model_sharing.model_card import TRAINING_DATA_NOTE
 from itermask_auto.paths import preprocessed_root, raw_root
+from itermask_auto.preprocessing.provenance import check_arrays_match_plan
 from itermask_auto.preprocessing.storage import list_preprocessed_cases
 from itermask_auto.training.checkpoint import FINAL, PLANS_COPY, model_folder
 from itermask_auto.training.progress import file_logging
@@ -163,6 +164,8 @@ def _train_stages(spec, plans: Plans, configuration: str, fold, fold_dir: Path, 
     if len(cases) < 2:
         raise ValueError(f"{data_folder}: {len(cases)} preprocessed case(s) for configuration '{configuration}'"
                          f"; training needs at least 2 (run itermask_plan_and_preprocess -c {configuration})")
+    # prediction preprocesses new scans with this plan: the training arrays must have been made with it too
+    check_arrays_match_plan(data_folder, plans, configuration, dataset_dir.name)
     if ranks.is_main:   # splits.json is created once; the other ranks read it after the barrier
         load_or_create_splits(dataset_dir, cases, plans.training.num_folds, plans.training.seed)
     barrier(ranks)

@@ -20,21 +20,23 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    width = max(map(len, METHODS)) + 2   # the method names' column
     p = argparse.ArgumentParser(
         prog="itermask_train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a method on the healthy cases of a preprocessed dataset (fold split in "
                     "$ITERMASK_preprocessed/DatasetXXX/splits.json), save it under "
                     "$ITERMASK_results/DatasetXXX_Name/<method>__<plans>__<configuration>/fold_N/ and calibrate "
                     "its thresholds on the fold's healthy validation cases. No lesion label is read.",
-        epilog="methods:\n" + "\n".join(f"  {name:14s}{m.description}" for name, m in sorted(METHODS.items())) +
+        epilog="methods:\n" + "\n".join(f"  {name:{width}s}{m.description}" for name, m in sorted(METHODS.items())) +
                "\n\nSeveral GPUs or machines (DistributedDataParallel; the planned batch is shared out over the "
                "ranks):\n  torchrun --nproc_per_node N $(which itermask_train) -d ID -device cuda\n\n"
                "exit codes: 0 trained (and calibrated), 1 error (one line says why), 130 interrupted "
                "(rerun with --c to continue)")
-    p.add_argument("-d", dest="dataset", required=True, help="dataset ID (e.g. 4) or name (IXI_T1 / Dataset004_IXI_T1)")
+    p.add_argument("-d", dest="dataset", required=True, help="dataset ID (e.g. 1) or name (IXI_T1 / Dataset001_IXI_T1)")
     p.add_argument("-c", dest="configuration", default=None, choices=("3d", "2d"),
                    help="planned configuration (default: the plan's default_configuration - 2d on strongly "
-                        "anisotropic data, else 3d)")
+                        "anisotropic data, else 3d - when the method trains it, else the method's own: 2d for sadm, "
+                        "constrained, mmccd)")
     p.add_argument("-f", dest="fold", default="0", help="fold 0..K-1 of splits.json, or 'all' (default 0)")
     p.add_argument("-m", dest="method", default=DEFAULT_METHOD, choices=sorted(METHODS), metavar="METHOD",
                    help=f"method: {', '.join(sorted(METHODS))} (default {DEFAULT_METHOD})")

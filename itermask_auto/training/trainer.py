@@ -174,7 +174,8 @@ class Trainer:
             if latest.is_file():
                 self.load(latest)
             else:
-                logger.warning("--c: no %s yet, starting from scratch", latest)
+                # a first run under --c (benchmarks resume by default) or a later stage not yet begun: nothing lost
+                logger.info("--c: no %s yet, starting from scratch", latest)
         if self.epoch >= self.num_epochs:
             logger.info("stage '%s': already trained %d of %d epochs", self.stage.name, self.epoch, self.num_epochs)
         loader = None

@@ -97,6 +97,8 @@ class IterMask3D(MaskedReconstruction):
             quantiles[case] = first_pass_quantile([first_error[brain]], alpha) / scales[case]
         quantiles = context.gather(quantiles)
         step = [0]
+        unit_note = ("" if plan.tau_scale == "absolute"   # the per-case lines give τ times each case's own unit
+                     else f" (x each case's {ERROR_UNITS[plan.tau_scale][1]} error)")
 
         def fraction_at(tau: float) -> float:
             step[0] += 1
@@ -107,8 +109,8 @@ class IterMask3D(MaskedReconstruction):
                             plan.convergence_tolerance, plan.max_shrink_passes, first_recon=firsts[case])
                 local[case] = (int(sh.mask.sum()), int(brain.sum()))
             fraction = pooled_fraction(context.gather(local))
-            logger.info("tau search: tau %.4g leaves %.3f%% of the healthy brains masked (alpha %.3g%%)",
-                        tau, 100 * fraction, 100 * alpha)
+            logger.info("tau search: tau %.4g%s leaves %.3f%% of the healthy brains masked (alpha %.3g%%)",
+                        tau, unit_note, 100 * fraction, 100 * alpha)
             return fraction
 
         usable = [q for q in quantiles.values() if np.isfinite(q) and q > 0]
@@ -140,7 +142,8 @@ class IterMask3D(MaskedReconstruction):
             return {"inference_mode": plan.mode}
         schedule = sweep_schedule(plan.sweep_steps, plan.sweep_max_percent)
         alpha = predictor.plans.calibration.alpha
-        if (predictor.plans.calibration.gamma_target == "sweep_quantile"
+        # in mode itermask2 with τ searched on the final masks, γ only serves the fallback (no calibrated τ)
+        if (predictor.plans.calibration.gamma_target == "sweep_quantile" and not self._tau_on_final_masks(predictor)
                 and plan.sweep_max_percent < 100.0 * (1.0 - alpha) - 1e-9):
             logger.warning("the sweep stops at i = %g, short of the alpha target i = %g: healthy final masks cannot "
                            "shrink to alpha = %g; set inference.sweep_max_percent >= %g in the plan",

@@ -61,8 +61,9 @@ def calibrate_map_choice(predictor, plan: Dict[str, Any], context) -> Dict[str, 
     scans = sorted({scan_of(c) for c in context.cases})
     earlier = context.earlier.get("anomaly_map_choice")
     if earlier is None and len(scans) < MIN_SCANS:   # nothing to compare on: the stage-2 probability
-        logger.warning("sadm anomaly_map auto: %d healthy validation scan(s), at least %d are needed to compare the "
-                       "maps; the stage-2 probability is calibrated", len(scans), MIN_SCANS)
+        # the documented fallback of `auto` on small datasets, recorded in calibration.json: a line, not a warning
+        logger.info("sadm anomaly_map auto: %d healthy validation scan(s), at least %d are needed to compare the "
+                    "maps; the stage-2 probability is calibrated", len(scans), MIN_SCANS)
         return {"anomaly_map": "probability", "anomaly_map_choice": {
             "rule": RULE, "alpha": alpha, "maps": {}, "note": f"fewer than {MIN_SCANS} validation scans"}}
     local: Dict[str, Dict[str, np.ndarray]] = {}
