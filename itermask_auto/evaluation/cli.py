@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-ref", required=True, help="label folder (e.g. labelsTs) with CASE.nii.gz")
     p.add_argument("-healthy", default=None,
                    help="itermask_predict output folder of healthy (lesion-free) scans (default: none)")
-    p.add_argument("-brain", default=None, help="brain mask folder (CASE.nii.gz) (default: anomaly map > 0)")
+    p.add_argument("-brain", default=None,
+                   help="brain mask folder (CASE.nii.gz) (default: anomaly map > 0, which leaves out a calibrated "
+                        "brain-rim margin)")
+    p.add_argument("-healthy_brain", default=None,
+                   help="brain mask folder of the -healthy scans (default: the -brain folder)")
     p.add_argument("-images", default=None,
                    help="image folder (CASE_0000.nii.gz) shown under the QC overlay (default: the map in grey)")
     p.add_argument("--alpha", type=float, default=None,
@@ -57,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from itermask_auto.evaluation.evaluate import BEST_GLOBAL_KEY, evaluate_folder
     try:
         s = evaluate_folder(args.pred, args.ref, args.healthy, args.brain, args.images, report=not args.no_report,
-                            alpha=args.alpha)
+                            alpha=args.alpha, healthy_brain_dir=args.healthy_brain)
     except KeyboardInterrupt:
         logger.error("interrupted; summary.json was not written")
         return EXIT_INTERRUPTED

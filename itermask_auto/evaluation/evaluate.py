@@ -319,9 +319,10 @@ def with_healthy_fpr(at_thresholds: Dict[str, Dict[str, Any]], healthy: List[Dic
 
 def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str | Path | None = None,
                     brain_dir: str | Path | None = None, images_dir: str | Path | None = None, report: bool = True,
-                    alpha: Optional[float] = None) -> Dict[str, Any]:
+                    alpha: Optional[float] = None, healthy_brain_dir: str | Path | None = None) -> Dict[str, Any]:
     """Evaluate every finished case of `pred_dir` against `ref_dir`/CASE.nii.gz; writes summary.json,
-    metrics_per_case.csv (and qc/ with report=True) into pred_dir. Returns the summary."""
+    metrics_per_case.csv (and qc/ with report=True) into pred_dir. Returns the summary. The healthy scans' brain
+    masks come from healthy_brain_dir, else from brain_dir."""
     from itermask_auto.evaluation.report import case_figure, write_index
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     if not ref_dir.is_dir():
@@ -348,7 +349,8 @@ def evaluate_folder(pred_dir: str | Path, ref_dir: str | Path, healthy_dir: str 
             row["figure"] = case_figure(pred_dir / "qc" / f"{case}.png", c, row).name
         rows.append(row)
         logger.info("%s: dice %.3f auroc %.3f score %s", case, row["dice"], row["auroc"], row["volume_score"])
-    healthy = _healthy_records(Path(healthy_dir), brain_dir, resampled) if healthy_dir else []
+    healthy_brain = Path(healthy_brain_dir) if healthy_brain_dir else brain_dir
+    healthy = _healthy_records(Path(healthy_dir), healthy_brain, resampled) if healthy_dir else []
     infos = [r["info"] for r in rows + healthy]
     warn_rim_without_brain_masks(rows)
     calibration = model_calibration(infos)   # read once: alpha and the healthy thresholds
