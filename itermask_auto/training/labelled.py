@@ -74,14 +74,14 @@ def _cache_folder(dataset_dir: Path, raw_name: str, plans: Plans, configuration:
 
 def prepare_labelled(dataset: str | int, plans: Plans, configuration: str, dataset_dir: Path) -> Path:
     """Preprocess the labelled dataset with the training plan (unless the cache is current); its cache folder."""
-    from itermask_auto.experiment_planning.api import _preprocessing_inputs
+    from itermask_auto.preprocessing.provenance import preprocessing_inputs
     from itermask_auto.preprocessing.labels import label_on_preprocessed_grid
     from itermask_auto.preprocessing.preprocessor import preprocess_case
     from itermask_auto.preprocessing.storage import save_case
     raw_folder = find_dataset(raw_root(), dataset)
     cases, labels, masks = collect_labelled_cases(raw_folder, plans)
     folder = _cache_folder(dataset_dir, raw_folder.name, plans, configuration)
-    stamp = {"dataset": raw_folder.name, "preprocessing": _preprocessing_inputs(plans, configuration),
+    stamp = {"dataset": raw_folder.name, "preprocessing": preprocessing_inputs(plans, configuration),
              "cases": sorted(cases)}
     if (folder / STAMP).is_file() and read_json(folder / STAMP) == stamp:
         return folder
