@@ -60,8 +60,8 @@ def demo_epochs(plans, iterations: int) -> int:
     epochs = int(min(max(round(training_s / epoch_s), DEMO_EPOCH_RANGE[0]), DEMO_EPOCH_RANGE[1]))
     wall_min = (epochs * epoch_s * DEMO_TRAINING_OVERRUN + overhead_s) / 60
     if wall_min > 10:
-        logger.warning("this CPU trains slowly (%.2f s per planned step): the demo will take about %.0f min at its "
-                       "floor of %d epochs", step_s, wall_min, DEMO_EPOCH_RANGE[0])
+        logger.warning("this CPU trains slowly (%.2f s per planned step): the demo will take about %.0f min with %d "
+                       "epochs (its floor is %d)", step_s, wall_min, epochs, DEMO_EPOCH_RANGE[0])
     return epochs
 
 

@@ -190,8 +190,9 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         old = earlier_plan(final)
         moved = epochs_moved(old, plans) if old is not None and not use_existing_plan else []
         if moved:   # a timed step varies from machine to machine and run to run
-            logger.warning("the planned epochs changed: %s (%s)", "; ".join(moved),
-                           "the training steps timed on this machine" if timer else "the reference rule")
+            why = "the training steps timed on this machine" if timer else "the reference rule"
+            logger.warning("the planned epochs changed: %s (%s; --use_existing_plan keeps the earlier plan)",
+                           "; ".join(moved), why)
         if not plan_only:
             for name in configurations:
                 config = plans.configuration(name)
