@@ -97,8 +97,10 @@ def run_demo(work_dir: Path, epochs: Optional[int], iterations: int) -> int:
     from itermask_auto.methods.registry import DEFAULT_METHOD
 
     t0 = time.time()
+    # no training masks (preprocessing finds the brain itself); the test heads' true brain masks score the maps
     raw = write_phantom_dataset(work_dir / "raw", dataset_id=DATASET_ID, n_train=10, n_test_healthy=2,
-                                n_test_lesion=3, size=(64, 76, 64), spacing=(2.0, 2.0, 2.0), with_masks=False)
+                                n_test_lesion=3, size=(64, 76, 64), spacing=(2.0, 2.0, 2.0), with_masks=False,
+                                with_test_masks=True)
     logger.info("[1/5] phantom raw dataset: %s (%.0f s)", raw, time.time() - t0)
     # the demo trains the default method only: the other methods' own stages are not timed (~30 s on 2 cores)
     pre = plan_and_preprocess(DATASET_ID, configurations=("3d",), num_processes=2, profile="cpu",
@@ -115,7 +117,8 @@ def run_demo(work_dir: Path, epochs: Optional[int], iterations: int) -> int:
     predict_folder(raw / "imagesTs", out, DATASET_ID, "3d", 0, method=DEFAULT_METHOD, device="cpu")
     logger.info("[4/5] predictions: %s (%.0f s so far)", out, time.time() - t0)
     from itermask_auto.evaluation.api import evaluate_folder
-    summary = evaluate_folder(out, raw / "labelsTs", images_dir=raw / "imagesTs", report=True)
+    summary = evaluate_folder(out, raw / "labelsTs", brain_dir=raw / "masksTs", images_dir=raw / "imagesTs",
+                              report=True)
     seg = summary.get("segmentation", {})
     logger.info("[5/5] evaluation: pooled Dice %s at the calibrated threshold (labels used for scoring only)",
                 seg.get("pooled_dice"))

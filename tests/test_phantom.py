@@ -144,3 +144,9 @@ def test_write_phantom_dataset(tmp_path):
                           size=(40, 48, 40), spacing=(3.0, 3.0, 3.0), with_masks=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset991_Ph"]
     assert len(list((folder / "imagesTr").iterdir())) == 1 and not (folder / "masksTr").exists()
+    assert not (folder / "masksTs").exists()
+    # the demo's layout: no training masks (preprocessing finds the brain), the test heads' masks for evaluation
+    write_phantom_dataset(tmp_path, dataset_id=991, name="Ph", n_train=1, n_test_healthy=0, n_test_lesion=1,
+                          size=(40, 48, 40), spacing=(3.0, 3.0, 3.0), with_masks=False, with_test_masks=True)
+    assert not (folder / "masksTr").exists() and [p.name for p in (folder / "masksTs").iterdir()] == [
+        "phantom_lesion_000.nii.gz"]

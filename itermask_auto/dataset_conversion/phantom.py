@@ -250,10 +250,11 @@ def write_phantom_dataset(raw_root: Path, dataset_id: int = 990, name: str = "Ph
                           n_test_healthy: int = 2, n_test_lesion: int = 2, seed: int = 0,
                           size: Sequence[int] = (64, 76, 64), spacing: Sequence[float] = (2.0, 2.0, 2.0),
                           skull: bool = False, with_masks: bool = True, channels: Sequence[str] = ("T1",),
-                          anatomy_scale: Optional[float] = None) -> Path:
+                          anatomy_scale: Optional[float] = None, with_test_masks: Optional[bool] = None) -> Path:
     """Write a raw dataset: healthy imagesTr (+masksTr), healthy and lesion imagesTs, labelsTs for every test case,
-    masksTs. anatomy_scale None shrinks the heads to fit the field of view (64x76x64 at 2 mm is smaller than an
-    adult brain). Cases: phantom_train_000, phantom_healthy_000, phantom_lesion_000 (1-3 lesions each)."""
+    masksTs (with_test_masks, default with_masks: e.g. brain masks for evaluation only). anatomy_scale None shrinks
+    the heads to fit the field of view (64x76x64 at 2 mm is smaller than an adult brain). Cases: phantom_train_000,
+    phantom_healthy_000, phantom_lesion_000 (1-3 lesions each)."""
     from itermask_auto.dataset_conversion._common import (image_name, resolve_raw_root, staged_dataset,
                                                           write_dataset_json)
     raw_root = resolve_raw_root(raw_root)
@@ -271,7 +272,7 @@ def write_phantom_dataset(raw_root: Path, dataset_id: int = 990, name: str = "Ph
             if part == "Ts":
                 (tmp / "labelsTs").mkdir(exist_ok=True)
                 sitk.WriteImage(ph.label, str(tmp / "labelsTs" / f"{case}.nii.gz"), useCompression=True)
-            if with_masks:
+            if (with_masks if part == "Tr" or with_test_masks is None else with_test_masks):
                 (tmp / f"masks{part}").mkdir(exist_ok=True)
                 sitk.WriteImage(ph.brain_mask, str(tmp / f"masks{part}" / f"{case}.nii.gz"), useCompression=True)
         write_dataset_json(tmp, name, channels, n_train, n_test_healthy + n_test_lesion,

@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ITERMASK_PLAN_THROUGHPUT, else measure")
     p.add_argument("--time_methods", nargs="+", default=None, metavar="METHOD",
                    help="with measured throughput: time the own stages of these methods only (e.g. sadm); the "
-                        "others keep the reference CPU's epochs for their stages (default: every method that plans "
-                        "its own epochs)")
+                        "others keep their untimed epochs (the reference CPU's; itermask2: the plan's training "
+                        "epochs) (default: every method that plans its own epochs)")
     p.add_argument("--verify_dataset_integrity", action="store_true", help="read and check every file first")
     p.add_argument("--clean", action="store_true", help="start from scratch (also drops an existing splits.json)")
     p.add_argument("--use_existing_plan", action="store_true",
