@@ -88,7 +88,8 @@ def main(argv=None) -> int:
         profile = default_profile()
         why = ("torch sees a CUDA GPU" if profile == "gpu"
                else "no CUDA GPU on this machine; --profile gpu plans for one")
-    logger.info("planning for the %s profile (%s)", profile, why)
+    if not args.use_existing_plan:   # otherwise the plan file says which profile it was made for
+        logger.info("planning for the %s profile (%s)", profile, why)
     try:
         raw_root()  # the input root is named first when several are unset
         check_writable_folder(preprocessed_root())  # fail before minutes of fingerprinting, not after

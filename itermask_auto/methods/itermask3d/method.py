@@ -97,7 +97,8 @@ class IterMask3D(MaskedReconstruction):
             quantiles[case] = first_pass_quantile([first_error[brain]], alpha) / scales[case]
         quantiles = context.gather(quantiles)
         step = [0]
-        unit_note = ("" if plan.tau_scale == "absolute"   # the per-case lines give τ times each case's own unit
+        # the per-case calibration lines then log the absolute τ: this τ times the case's own unit
+        unit_note = ("" if plan.tau_scale == "absolute"
                      else f" (x each case's {ERROR_UNITS[plan.tau_scale][1]} error)")
 
         def fraction_at(tau: float) -> float:
