@@ -262,6 +262,7 @@ def write_phantom_dataset(raw_root: Path, dataset_id: int = 990, name: str = "Ph
     cases = ([("Tr", f"phantom_train_{i:03d}", 1000 * seed + i, 0) for i in range(n_train)]
              + [("Ts", f"phantom_healthy_{i:03d}", 1000 * seed + 500 + i, 0) for i in range(n_test_healthy)]
              + [("Ts", f"phantom_lesion_{i:03d}", 1000 * seed + 700 + i, 1 + i % 3) for i in range(n_test_lesion)])
+    write_masks = {"Tr": with_masks, "Ts": with_masks if with_test_masks is None else with_test_masks}
     with staged_dataset(raw_root, dataset_id, name) as tmp:
         for part, case, case_seed, n_lesions in cases:
             for ch, sequence in enumerate(channels):
@@ -272,7 +273,7 @@ def write_phantom_dataset(raw_root: Path, dataset_id: int = 990, name: str = "Ph
             if part == "Ts":
                 (tmp / "labelsTs").mkdir(exist_ok=True)
                 sitk.WriteImage(ph.label, str(tmp / "labelsTs" / f"{case}.nii.gz"), useCompression=True)
-            if (with_masks if part == "Tr" or with_test_masks is None else with_test_masks):
+            if write_masks[part]:
                 (tmp / f"masks{part}").mkdir(exist_ok=True)
                 sitk.WriteImage(ph.brain_mask, str(tmp / f"masks{part}" / f"{case}.nii.gz"), useCompression=True)
         write_dataset_json(tmp, name, channels, n_train, n_test_healthy + n_test_lesion,

@@ -53,6 +53,9 @@ def list_prediction_cases(pred_dir: Path) -> List[str]:
     return cases
 
 
+BRAIN_FROM_FILE = "brain mask file"   # a case's brain_source when -brain held its mask
+
+
 def _read(path: Path) -> sitk.Image:
     try:
         return sitk.ReadImage(str(path))
@@ -78,7 +81,7 @@ def load_case(pred_dir: Path, case: str, ref_dir: Optional[Path], brain_dir: Opt
     if brain_dir is not None:
         path = find_file(brain_dir, case)
         if path.is_file():
-            brain, source = on_grid(_read(path), anomaly, path, "brain mask", case, resampled), "brain mask file"
+            brain, source = on_grid(_read(path), anomaly, path, "brain mask", case, resampled), BRAIN_FROM_FILE
         else:
             logger.warning("%s: no brain mask; using anomaly > 0 as the brain", path)
     image = None
@@ -106,7 +109,7 @@ def warn_rim_without_brain_masks(rows: List[Dict[str, Any]]) -> None:
     brain_erosion_mm) then drops the lesion voxels at the brain's edge from the ranking metrics instead of counting
     them as missed."""
     rim = {r["case"]: float(r["info"].get("brain_erosion_mm") or 0.0) for r in rows
-           if r["brain_source"] != "brain mask file"}
+           if r["brain_source"] != BRAIN_FROM_FILE}
     rim = {case: mm for case, mm in rim.items() if mm > 0}
     if rim:
         logger.warning("%d case(s) (e.g. %s) scored without a brain mask file while their maps leave out a %g mm "
