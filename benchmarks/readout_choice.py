@@ -20,6 +20,7 @@ any run: a candidate replaces `last_pass` only if its pooled AUPRC on the large-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CANDIDATES = ("last_pass", "final_over_first", "final_first_ranked")
 DRAWS = {  # name: (dataset id in WORK/raw, n_lesions, blob radius mm): the real-data test sets' recipes, seed 1
     "large": (901, (1, 2), (10.0, 25.0)),
     "small": (902, (2, 6), (3.0, 9.0)),   # the small set draws real MS masks; blobs here (no label is read)
@@ -38,10 +38,10 @@ MIN_GAIN, MAX_LOSS = 0.005, 0.005
 
 
 def readouts(last: np.ndarray, first: np.ndarray, final: np.ndarray, tau: float, unit: float) -> Dict[str, np.ndarray]:
-    """The candidate maps of one case (and `first_pass` for reference); all float32, 0 where `last` and `first` are."""
-    below = tau * first / (first + tau)
-    maps = {"last_pass": last, "final_over_first": np.where(final, last, below),
-            "final_first_ranked": np.where(final, tau + first, below)}
+    """The candidate maps of one case (and `first_pass` for reference); all float32, 0 where `last` and `first` are.
+    `last` must be the last pass's map (a fold whose plan says `inference.map_readout last_pass`)."""
+    from itermask_auto.methods.itermask3d.procedure import MAP_READOUTS, readout_map
+    maps = {name: readout_map(last, first, final, tau, name) for name in MAP_READOUTS}
     maps.update({f"{k}_units": v / unit for k, v in list(maps.items())})
     maps["first_pass"] = first
     return {k: v.astype(np.float32) for k, v in maps.items()}
@@ -118,6 +118,8 @@ def main() -> int:
     from itermask_auto.inference.predictor import Predictor
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_model_folder(args.fold)
+    # the candidates are built from the last pass's map, whatever the fold's plan exports
+    predictor.plans.inference = dataclasses.replace(predictor.plans.inference, map_readout="last_pass")
     draws = draw_validation_lesions(args.fold, args.raw, args.work, args.seed)
     scores = {}
     for name, ds in draws.items():

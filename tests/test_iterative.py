@@ -6,7 +6,7 @@ import pytest
 
 from itermask_auto.experiment_planning.plans import InferencePlan
 from itermask_auto.methods.itermask3d.method import IterMask3D
-from itermask_auto.methods.itermask3d.procedure import itermask3d, sweep_schedule
+from itermask_auto.methods.itermask3d.procedure import MAP_READOUTS, itermask3d, readout_map, sweep_schedule
 from itermask_auto.methods.masked_reconstruction.procedures import REFERENCE_SWEEP, oneshot, plain, squared_error
 from itermask_auto.methods.masked_reconstruction.threshold_fit import choose_threshold, fit_tan
 
@@ -66,6 +66,38 @@ def test_lesion_found_and_map_consistent():
     for a, b in zip(res.masks, res.masks[1:]):
         assert not (b & ~a).any()
     assert res.scores["top1_mean"] > 1.0 and 0 < res.scores["mask_fraction"] < 0.1
+
+
+@pytest.mark.parametrize("readout", MAP_READOUTS)
+def test_map_readouts_keep_the_final_mask_and_order_the_rest_by_the_first_pass(readout):
+    """Every readout leaves final mask == {map > τ} and 0 outside the brain; "last_pass" is the shrink's own map;
+    the others order the voxels outside the final mask as the first (whole-brain-masked) pass did, which the
+    last pass's map does not (voxels unmasked in later passes keep a later, smaller error)."""
+    image, healthy, brain, lesion = _phantom(True)
+    rec, _ = _oracle(image, healthy, seed=3, persistence=0.5)
+    base = IterMask3D()._run(_Calibrated(0.05), image, None, brain, InferencePlan(mode="itermask2"), reconstruct=rec)
+    rec, _ = _oracle(image, healthy, seed=3, persistence=0.5)
+    plan = InferencePlan(mode="itermask2", map_readout=readout)
+    res = IterMask3D()._run(_Calibrated(0.05), image, None, brain, plan, reconstruct=rec)
+    assert np.array_equal(res.final_mask, base.final_mask) and res.final_mask.any()
+    assert np.array_equal(res.final_mask, (res.anomaly_map > res.tau) & brain)
+    assert not res.anomaly_map[~brain].any()
+    rest = brain & ~res.final_mask
+    first_order = np.argsort(res.first_error[rest], kind="stable")
+    if readout == "last_pass":
+        assert np.array_equal(res.anomaly_map, base.anomaly_map)
+        assert not np.all(np.diff(res.anomaly_map[rest][first_order]) >= 0)   # the shrink scrambled it
+    else:
+        assert np.all(np.diff(res.anomaly_map[rest][first_order]) >= 0)
+        inside = res.anomaly_map[res.final_mask]
+        expected = base.anomaly_map if readout == "final_over_first" else res.tau + res.first_error
+        assert np.allclose(inside, expected[res.final_mask], rtol=1e-6)
+
+
+def test_unknown_map_readout_refused():
+    x = np.ones((2, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="map_readout 'best'"):
+        readout_map(x, x, x > 0, 0.5, "best")
 
 
 def test_healthy_mask_vanishes():

@@ -214,7 +214,10 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
                      "where the per-subject knee marked 0.49 % / 0.36 % and an absolute tau 8.9 % of the off-site "
                      "brain. The knee (mode itermask3d, 8 sweep passes) stays calibrated for -mode itermask3d: read "
                      "on the error relative to the case's median whole-brain-masked error (knee_scale "
-                     "median_error), fitted on every sweep point (fit_max_threshold 1e6)",
+                     "median_error), fitted on every sweep point (fit_max_threshold 1e6). Exported map (both "
+                     "modes): the last pass's error inside the final mask, the first pass's order below tau "
+                     "(map_readout final_over_first), chosen on blobs drawn into the healthy validation scans of IXI "
+                     "fold 0 (benchmarks/readout_choice.py: pooled AUPRC 0.612 against 0.597 for the last pass's map)",
         "calibration": "alpha 0.01 healthy voxel FPR (Behrendt et al.'s protocol on healthy validation scans); "
                        "tau searched so that the healthy validation final masks cover alpha (itermask2_tau_target "
                        "final_mask_fraction); gamma aimed at each case's own sweep curve at i = 100(1 - alpha) "
@@ -231,7 +234,7 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
                                         masked_loss_weight=prof["masked_loss_weight"]),
         training=training, inference=InferencePlan(sweep_steps=8, max_shrink_passes=6, knee_scale="median_error",
                                                    fit_max_threshold=KNEE_FIT_MAX_SCALED, mode="itermask2",
-                                                   tau_scale="median_error"),
+                                                   tau_scale="median_error", map_readout="final_over_first"),
         calibration=CalibrationPlan(alpha=0.01, gamma_target="sweep_quantile",
                                     itermask2_tau_target="final_mask_fraction",
                                     brain_erosion_candidates_mm=list(BRAIN_EROSION_CANDIDATES_MM)),

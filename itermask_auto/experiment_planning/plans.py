@@ -118,6 +118,11 @@ class InferencePlan:
     # every method: the anomaly map is median-filtered over this width (mm; 0 = off, plans made before it), the
     # final mask majority-filtered alike (inference/map_filter.py): thin healthy error lines and specks go, blobs stay
     map_median_mm: float = 0.0
+    # itermask3d's exported map (each keeps final mask == {map > τ}): "last_pass" = each voxel's error in the last
+    # shrink pass in which it was still masked (plans made before it); "final_over_first" = that inside the final
+    # mask, elsewhere the first pass's error mapped below τ (τ·e/(e + τ): the first pass's order, which the shrink's
+    # unmasking scrambles); "final_first_ranked" = the final mask on top in the first pass's order
+    map_readout: str = "last_pass"
 
 
 @dataclass

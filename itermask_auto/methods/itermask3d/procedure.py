@@ -2,8 +2,8 @@
 sweep (per-subject τ from the t(i) curve) then shrink; with a calibrated τ (plan mode "itermask2") the sweep is
 skipped and the mask shrinks from the whole brain.
 
-Anomaly map: per volume, never normalised across volumes; each brain voxel keeps its error in the last shrink
-pass in which it was still masked, so final mask == {map > τ}."""
+Anomaly map: per volume, never normalised across volumes; final mask == {map > τ} for every readout
+(`readout_map`, plan key `inference.map_readout`)."""
 from __future__ import annotations
 
 import logging
@@ -108,6 +108,29 @@ def error_scale(image: np.ndarray, recon: np.ndarray, brain: np.ndarray, rule: s
     return float(max(np.quantile(values, ERROR_UNITS[rule][0]), 1e-12)) if values.size else 1.0
 
 
+MAP_READOUTS = ("last_pass", "final_over_first", "final_first_ranked")
+
+
+def readout_map(last_pass: np.ndarray, first_error: np.ndarray, final_mask: np.ndarray, tau: float,
+                readout: str) -> np.ndarray:
+    """The exported map from one shrink (`inference.map_readout`); each keeps final mask == {map > τ}.
+
+    "last_pass": each voxel's error in the last pass in which it was still masked. A voxel unmasked in pass k keeps
+    pass k's error, just under τ, so below τ the map ranks voxels by when they dropped out rather than by how
+    abnormal they looked. "final_over_first": the last pass's error inside the final mask; elsewhere the first
+    (whole-brain-masked) pass's error e mapped monotonically below τ, τ·e/(e + τ), which keeps the first pass's
+    order there. "final_first_ranked": the final mask on top (τ + e), every voxel in the first pass's order.
+    Chosen on lesions drawn into the healthy validation scans (benchmarks/readout_choice.py)."""
+    if readout == "last_pass":
+        return last_pass
+    if readout not in MAP_READOUTS:
+        raise ValueError(f"unknown inference.map_readout '{readout}' ({' | '.join(MAP_READOUTS)})")
+    first = np.maximum(first_error, 0).astype(np.float32)
+    below = np.float32(tau) * first / np.maximum(first + np.float32(tau), np.float32(1e-12))
+    inside = last_pass if readout == "final_over_first" else np.float32(tau) + first
+    return np.where(final_mask, inside, below).astype(np.float32)
+
+
 def knee_scale(image: np.ndarray, recon: np.ndarray, brain: np.ndarray, plan: InferencePlan) -> float:
     """The unit the knee is read in (`inference.knee_scale`, see `error_scale`)."""
     return error_scale(image, recon, brain, plan.knee_scale, plan)
@@ -141,7 +164,8 @@ def itermask3d(reconstruct: Reconstruct, image: np.ndarray, brain: np.ndarray, p
     sh = shrink(reconstruct, image, brain, float(tau), plan.convergence_tolerance, plan.max_shrink_passes,
                 first_recon=first_recon, keep_masks=keep_masks)
     return finish(InferenceResult(
-        anomaly_map=sh.anomaly_map, final_mask=sh.mask, tau=float(tau),
+        anomaly_map=readout_map(sh.anomaly_map, sh.first_error, sh.mask, float(tau), plan.map_readout),
+        final_mask=sh.mask, tau=float(tau),
         procedure="itermask3d" if fit is not None else "itermask2", passes=sweep_passes + sh.passes,
         first_error=sh.first_error, fit=fit.to_dict() if fit else None,
         sweep_i=[float(x) for x in s.i] if s else [], sweep_t=[float(x) for x in s.t] if s else [],
