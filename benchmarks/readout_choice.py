@@ -2,9 +2,10 @@
 into the fold's HEALTHY VALIDATION scans (seeds the test sets do not use); a test set is only scored for the record.
 
 One inference (the plan's mode, the fold's calibration) gives, per voxel: ℓ, the error in the last shrink pass in
-which it was still masked (the map `itermask3d` exports today); f, the first pass's error (whole brain masked: the
-`oneshot` map of the same network); F, the final mask (= {ℓ > τ}); τ, the case's threshold; s, the case's error unit
-(τ / the calibrated τ in units). Every candidate keeps F = {map > τ} (the segmentation is unchanged):
+which it was still masked (the map `itermask3d` exported until this script chose another, 2026-12-05); f, the first
+pass's error (whole brain masked: the `oneshot` map of the same network); F, the final mask (= {ℓ > τ}); τ, the
+case's threshold; s, the case's error unit (τ / the calibrated τ in units). Every candidate keeps F = {map > τ} (the
+segmentation is unchanged):
 
   last_pass               ℓ
   final_over_first        F: ℓ; elsewhere τ·f/(f + τ)   (outside F the first pass's order, below τ)
@@ -51,9 +52,8 @@ def draw_validation_lesions(fold: Path, raw_dataset: Path, work: Path, seed: int
     """Synthetic blobs in the fold's validation cases (their raw images and brain masks), one dataset per draw."""
     from itermask_auto.evaluation.synthetic import make_synthetic_dataset
     from itermask_auto.utilities.dataset import find_dataset
-    split = json.loads((fold / "splits.json").read_text()) if (fold / "splits.json").is_file() else None
-    fold_index = int(fold.name.split("_")[-1])
-    val = sorted(split[fold_index]["val"] if isinstance(split, list) else split["val"])
+    split = json.loads((fold / "splits.json").read_text())   # the fold's own split (a list of folds in older ones)
+    val = sorted(split[int(fold.name.split("_")[-1])]["val"] if isinstance(split, list) else split["val"])
     out = {}
     for name, (dataset_id, n_lesions, radius) in DRAWS.items():
         root = work / "raw"
