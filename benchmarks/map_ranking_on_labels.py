@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
 
@@ -36,6 +36,29 @@ def best_dice_upper_bound(values: np.ndarray, truth: np.ndarray) -> tuple[float,
     return float(dice[k]), float((k + 1) / values.size)
 
 
+def labelled_cases(predictor, images: Path, masks: Path,
+                   labels: Path) -> Iterator[Tuple[str, Any, Callable, np.ndarray]]:
+    """Per CASE_0000 image of `images`: (case, the fold's InferenceResult on the preprocessed grid, a function taking
+    a map on that grid to its in-brain values in the input's geometry, the in-brain truth). Brain masks from
+    `masks`/CASE.nii.gz (preprocessing and scoring), labels from `labels`/CASE.nii.gz."""
+    import SimpleITK as sitk
+
+    from itermask_auto.preprocessing.export import to_original_geometry
+    from itermask_auto.preprocessing.preprocessor import preprocess_case
+    for image in sorted(images.glob("*_0000.nii.gz")):
+        case = image.name[:-len("_0000.nii.gz")]
+        mask = masks / f"{case}.nii.gz"
+        data, hf, brain, props = preprocess_case([image], predictor.plans, predictor.configuration, mask)
+        result, _ = predictor.infer(data, hf, brain)
+        in_brain = sitk.GetArrayFromImage(sitk.ReadImage(str(mask))) > 0
+        truth = (sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz"))) > 0)[in_brain]
+
+        def in_brain_values(volume: np.ndarray, props=props, in_brain=in_brain) -> np.ndarray:
+            original = to_original_geometry(volume.astype(np.float32), props, order=1)
+            return sitk.GetArrayFromImage(original)[in_brain]
+        yield case, result, in_brain_values, truth
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("fold", type=Path)
@@ -44,32 +67,22 @@ def main() -> int:
     p.add_argument("-labels", type=Path, required=True)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    import SimpleITK as sitk
     import torch
 
     from itermask_auto.evaluation.metrics import auroc, average_precision
     from itermask_auto.inference.predictor import Predictor
-    from itermask_auto.preprocessing.export import to_original_geometry
-    from itermask_auto.preprocessing.preprocessor import preprocess_case
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_model_folder(args.fold)
     values: Dict[str, List[np.ndarray]] = {}
     truths: List[np.ndarray] = []
     print("| case | map | AUROC | AUPRC |\n|---|---|---|---|")
-    for image in sorted(args.images.glob("*_0000.nii.gz")):
-        case = image.name[:-len("_0000.nii.gz")]
-        mask = args.masks / f"{case}.nii.gz"
-        data, hf, brain, props = preprocess_case([image], predictor.plans, predictor.configuration, mask)
-        result, _ = predictor.infer(data, hf, brain)
-        in_brain = sitk.GetArrayFromImage(sitk.ReadImage(str(mask))) > 0
-        truth = (sitk.GetArrayFromImage(sitk.ReadImage(str(args.labels / f"{case}.nii.gz"))) > 0)[in_brain]
+    for case, result, in_brain_values, truth in labelled_cases(predictor, args.images, args.masks, args.labels):
         truths.append(truth)
         for name, volume in (result.maps or {"anomaly_map": result.anomaly_map}).items():
-            original = sitk.GetArrayFromImage(to_original_geometry(volume.astype(np.float32), props, order=1))
-            values.setdefault(name, []).append(original[in_brain])
+            scored = in_brain_values(volume)
+            values.setdefault(name, []).append(scored)
             if truth.any():
-                print(f"| {case} | {name} | {auroc(original[in_brain], truth):.3f} | "
-                      f"{average_precision(original[in_brain], truth):.3f} |")
+                print(f"| {case} | {name} | {auroc(scored, truth):.3f} | {average_precision(scored, truth):.3f} |")
     truth = np.concatenate(truths)
     print("\n| map | pooled AUPRC | pooled AUROC | best-on-test Dice (UPPER BOUND) | brain marked there |")
     print("|---|---|---|---|---|")

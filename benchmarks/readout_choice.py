@@ -30,6 +30,7 @@ from typing import Dict, List
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from map_ranking_on_labels import labelled_cases  # noqa: E402  (the same folder)
 
 DRAWS = {  # name: (dataset id in WORK/raw, n_lesions, blob radius mm): the real-data test sets' recipes, seed 1
     "large": (901, (1, 2), (10.0, 25.0)),
@@ -68,29 +69,17 @@ def draw_validation_lesions(fold: Path, raw_dataset: Path, work: Path, seed: int
 
 def score_set(predictor, images: Path, masks: Path, labels: Path) -> Dict[str, float]:
     """Pooled AUPRC of each readout over the labelled cases of a folder (input geometry, inside the brain masks)."""
-    import SimpleITK as sitk
-
     from itermask_auto.evaluation.metrics import average_precision
-    from itermask_auto.preprocessing.export import to_original_geometry
-    from itermask_auto.preprocessing.preprocessor import preprocess_case
     tau_units = predictor.calibration.get("itermask2_tau")
     values: Dict[str, List[np.ndarray]] = {}
     truths = []
-    cases = sorted(p.name[:-len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
-    for k, case in enumerate(cases, 1):
-        mask = masks / f"{case}.nii.gz"
-        data, hf, brain, props = preprocess_case([images / f"{case}_0000.nii.gz"], predictor.plans,
-                                                 predictor.configuration, mask)
-        result, _ = predictor.infer(data, hf, brain)
+    for case, result, in_brain_values, truth in labelled_cases(predictor, images, masks, labels):
         unit = result.tau / tau_units if tau_units else 1.0
-        first = np.where(result.anomaly_map != 0, result.first_error, 0)   # the rim margin, as the exported map
-        in_brain = sitk.GetArrayFromImage(sitk.ReadImage(str(mask))) > 0
-        truths.append((sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz"))) > 0)[in_brain])
-        for name, volume in readouts(result.anomaly_map, first, result.final_mask, result.tau, unit).items():
-            original = sitk.GetArrayFromImage(to_original_geometry(volume, props, order=1))
-            values.setdefault(name, []).append(original[in_brain])
-        print(f"  {k}/{len(cases)} {case}: tau {result.tau:.4g}, final mask {result.final_mask.mean():.4f}",
-              flush=True)
+        truths.append(truth)
+        for name, volume in readouts(result.anomaly_map, result.first_error, result.final_mask, result.tau,
+                                     unit).items():
+            values.setdefault(name, []).append(in_brain_values(volume))
+        print(f"  {len(truths)} {case}: tau {result.tau:.4g}, final mask {result.final_mask.mean():.4f}", flush=True)
     truth = np.concatenate(truths)
     return {name: average_precision(np.concatenate(parts), truth) for name, parts in values.items()}
 

@@ -125,7 +125,7 @@ def readout_map(last_pass: np.ndarray, first_error: np.ndarray, final_mask: np.n
         return last_pass
     if readout not in MAP_READOUTS:
         raise ValueError(f"unknown inference.map_readout '{readout}' ({' | '.join(MAP_READOUTS)})")
-    first = np.maximum(first_error, 0).astype(np.float32)
+    first = first_error.astype(np.float32)   # squared errors: >= 0
     below = np.float32(tau) * first / np.maximum(first + np.float32(tau), np.float32(1e-12))
     inside = last_pass if readout == "final_over_first" else np.float32(tau) + first
     return np.where(final_mask, inside, below).astype(np.float32)
