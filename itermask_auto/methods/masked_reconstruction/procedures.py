@@ -5,7 +5,8 @@ procedures of the ablations (`oneshot`: whole brain masked; `plain`: nothing mas
 Channel rule: the voxel error is the MEAN over image channels of (x − x̂)², so thresholds keep their scale
 whatever the number of channels (channels are normalised alike, z-score in the brain).
 For the shrink, each brain voxel keeps its error in the last pass in which it was still masked (the error that
-decided its fate), so final mask == {map > τ}."""
+decided its fate), so final mask == {map > τ}; itermask3d exports the readout its plan names
+(methods/itermask3d/procedure.py `readout_map`)."""
 from __future__ import annotations
 
 import logging
