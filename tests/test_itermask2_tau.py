@@ -102,12 +102,14 @@ def fold(tmp_path_factory):
 
 
 def _calibrate(fold_dir, target: str, margins=(), tau_scale: str = "absolute", alpha: float = 0.05,
-               mode: str = "itermask2") -> dict:
+               mode: str = "itermask2", median_voxels: int = 0) -> dict:
     from itermask_auto.calibration.calibrate import calibrate_model_folder
     from itermask_auto.experiment_planning.plans import Plans
     plans = Plans.load(fold_dir / "plans.json")
     plans.inference.mode, plans.calibration.itermask2_tau_target = mode, target
     plans.inference.tau_scale = tau_scale
+    # a median window of median_voxels voxels along the finest axis (0: none)
+    plans.inference.map_median_mm = median_voxels * min(plans.configuration("3d").spacing) if median_voxels else 0.0
     plans.calibration.alpha, plans.calibration.brain_erosion_candidates_mm = alpha, list(margins)
     plans.calibration.gamma_target = "sweep_quantile"   # as the planner writes it
     plans.save(fold_dir / "plans.json")
@@ -131,6 +133,22 @@ def test_calibrated_tau_leaves_alpha_of_the_healthy_brains_masked(fold):
     # voxels: every τ the search found masking more than α lies below it
     over = [r["tau"] for r in new["itermask2_tau_search"] if r["fraction"] > alpha]
     assert all(tau <= old["itermask2_tau"] * (1 + 1e-9) for tau in over)
+
+
+def test_with_a_planned_median_filter_the_search_counts_the_masks_prediction_writes(fold):
+    # the engine majority-votes every final mask over the window (map_filter.py); τ must leave α of the healthy
+    # brains masked in those masks, not in the unfiltered ones (which hold the specks the vote removes)
+    plain = _calibrate(fold, "final_mask_fraction")
+    filtered = _calibrate(fold, "final_mask_fraction", median_voxels=3)
+    records = filtered["per_case"].values()
+    scored = pooled_fraction({i: (r["scores"]["mask_fraction"] * r["scored_voxels"], r["scored_voxels"])
+                              for i, r in enumerate(records)})
+    chosen = [row for row in filtered["itermask2_tau_search"] if row["tau"] == filtered["itermask2_tau"]]
+    assert chosen and scored == pytest.approx(chosen[0]["fraction"], abs=1e-6) and scored <= filtered["alpha"] + 1e-9
+    assert scored > 0   # the filter leaves something to count at this τ
+    # the vote removes voxels, so the same healthy fraction needs a lower τ
+    assert filtered["itermask2_tau"] < plain["itermask2_tau"]
+    _calibrate(fold, "final_mask_fraction")   # the fold as the other tests expect it
 
 
 def test_the_sweep_range_warning_fires_only_where_the_knee_segments(fold, caplog):

@@ -10,6 +10,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from itermask_auto.inference.map_filter import majority_mask
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.methods.itermask3d.gamma import GAMMA_TARGETS, calibrate_gamma, gamma_target
 from itermask_auto.methods.itermask3d.procedure import (ERROR_UNITS, SweepResult, error_scale, itermask3d,
@@ -108,7 +109,10 @@ class IterMask3D(MaskedReconstruction):
                 data, hf, brain, _ = context.load(case)
                 sh = shrink(self.reconstructor(predictor, data, hf, plan), data, brain, tau * scales[case],
                             plan.convergence_tolerance, plan.max_shrink_passes, first_recon=firsts[case])
-                local[case] = (int(sh.mask.sum()), int(brain.sum()))
+                # the mask prediction writes: the engine's planned filter majority-votes it (map_filter.py)
+                final = majority_mask(sh.mask, brain, predictor.plans.inference.map_median_mm,
+                                      predictor.config.spacing)
+                local[case] = (int(final.sum()), int(brain.sum()))
             fraction = pooled_fraction(context.gather(local))
             logger.info("tau search: tau %.4g%s leaves %.3f%% of the healthy brains masked (alpha %.3g%%)",
                         tau, unit_note, 100 * fraction, 100 * alpha)
