@@ -30,6 +30,7 @@ from typing import Dict, List
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # its neighbours, also when imported (tests)
 from map_ranking_on_labels import labelled_cases  # noqa: E402  (the same folder)
 from readout_choice import DRAWS as READOUT_DRAWS  # noqa: E402
 
