@@ -14,6 +14,9 @@ The rule, fixed before any run (2026-12-05): for the draw named by --decide (def
 behind by more than 0.005; of those, the one ahead most in Dice. The other draws are printed for the record.
 Extended before its first run on real data (2026-12-05, `--decide large small` for IXI): every further --decide
 draw must not lose, Dice not behind by more than 0.02 and AUPRC not by more than 0.005.
+What the rule does not see: the draws lie in the scans that calibrate each candidate, where every candidate marks α
+by construction. With 2 validation heads (the demo) the filtered τ marked 1.2-1.8 α of new healthy heads; with 29
+IXI scans it held. Check a chosen width's rate on held-out healthy scans before planning it (docs/benchmarks.md).
 
     python benchmarks/map_filter_choice.py FOLD_DIR --raw RAW_DATASET_WITH_masksTr --work WORK [--widths 0 5]
         [--test IMAGES MASKS LABELS]   (ITERMASK_preprocessed must hold the fold's preprocessed dataset)
