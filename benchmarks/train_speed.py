@@ -36,9 +36,11 @@ def network_plan(patch, features, norm) -> ConfigurationPlan:
                              patch_size=list(patch), batch_size=2, network=net, data_identifier="bench")
 
 
-def time_steps(config, batch, device, dtype, iterations, warmup):
+def time_steps(config, batch, device, dtype, iterations, warmup, layout="trainer"):
     torch.manual_seed(0)
     net = build_network(config).to(device)
+    if layout == "trainer" and device.type == "cpu" and len(config.patch_size) == 3:
+        net = net.to(memory_format=torch.channels_last_3d)   # what training/trainer.py does on CPU
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     shape = (batch, 1, *config.patch_size)
     image, hf = torch.randn(shape, device=device), torch.randn(shape, device=device)
@@ -99,6 +101,8 @@ def main() -> None:
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32,bf16,fp16")
     p.add_argument("--budget_min", type=float, default=90.0, help="time budget for the 'iterations in' column")
     p.add_argument("--no_data", action="store_true", help="skip timing the data pipeline")
+    p.add_argument("--layout", default="trainer", choices=("trainer", "contiguous"),
+                   help="trainer: channels-last 3-D weights on CPU, as training uses (default); contiguous: without")
     args = p.parse_args()
     patches = args.patch or [[64, 64, 64], [80, 96, 80]]
     if args.threads:
@@ -115,7 +119,8 @@ def main() -> None:
             for prec in args.precision.split(","):
                 if prec == "fp16" and dev == "cpu":
                     continue
-                sec, n_params = time_steps(config, args.batch, device, dtypes[prec], args.iterations, args.warmup)
+                sec, n_params = time_steps(config, args.batch, device, dtypes[prec], args.iterations, args.warmup,
+                                           args.layout)
                 print(f"{dev:4s} patch {'x'.join(map(str, patch)):>10s} {prec}: {sec:7.3f} s/iteration, "
                       f"{args.batch / sec:6.2f} patches/s, {int(args.budget_min * 60 / sec):6d} iterations in "
                       f"{args.budget_min:g} min ({n_params / 1e6:.1f} M parameters)", flush=True)

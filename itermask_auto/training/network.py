@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
@@ -23,7 +24,22 @@ from itermask_auto.experiment_planning.plans import ConfigurationPlan
 
 logger = logging.getLogger(__name__)
 
-_NORMS = {("instance", 3): nn.InstanceNorm3d, ("instance", 2): nn.InstanceNorm2d,
+
+class InstanceNorm3d(nn.InstanceNorm3d):
+    """nn.InstanceNorm3d whose fp32 CPU forward runs as group norm with one channel per group: the same statistics
+    (per sample and channel, biased variance, eps inside the root) and the same parameters. Instance norm hands
+    back the contiguous layout, so every convolution after the first norm ran outside the channels-last layout the
+    trainer chose, with two copies per norm; group norm keeps channels-last: the demo plan's fp32 training step
+    0.45 -> 0.36 s on 2 cores (AMD EPYC), the IXI plan's 0.39 -> 0.37 s. bf16 (autocast hands the norm bf16) and
+    CUDA keep instance norm: ATen's bf16 group norm is slower there (0.51 s against 0.21 s per demo step)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype == torch.float32 and not self.track_running_stats:
+            return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
+_NORMS = {("instance", 3): InstanceNorm3d, ("instance", 2): nn.InstanceNorm2d,
           ("batch", 3): nn.BatchNorm3d, ("batch", 2): nn.BatchNorm2d}
 ARCHITECTURES = ("unet", "autoencoder")
 
