@@ -66,6 +66,8 @@ def test_demo_choices_are_written_into_the_plan(tmp_path, given):
     assert after.calibration.alpha == demo.DEMO_ALPHA != before.calibration.alpha
     assert after.inference.tau_scale == "hf_median_error" != before.inference.tau_scale
     assert after.inference.map_median_mm == before.inference.map_median_mm == 0   # the filter was withdrawn
+    assert after.inference.component_filter == "healthy_validation" != before.inference.component_filter
+    assert "component_filter healthy_validation" in after.rules["demo"]
     assert f"{epochs} epochs x 25 iterations" in after.rules["demo"]
     assert ("given" in after.rules["demo"]) == (given is not None)
     # nothing else moves: the rest of the plan is the planner's

@@ -217,7 +217,9 @@ def plan_experiment(fp: Dict[str, Any], dataset_json: Dict[str, Any], dataset_na
                      "median_error), fitted on every sweep point (fit_max_threshold 1e6). Exported map (both "
                      "modes): the last pass's error inside the final mask, the first pass's order below tau "
                      "(map_readout final_over_first), chosen on blobs drawn into the healthy validation scans of IXI "
-                     "fold 0 (benchmarks/readout_choice.py: pooled AUPRC 0.612 against 0.597 for the last pass's map)",
+                     "fold 0 (benchmarks/readout_choice.py: pooled AUPRC 0.612 against 0.597 for the last pass's map). "
+                     "No median filter of the map (map_median_mm 0) and every segmentation component kept "
+                     "(component_filter off): both also remove small real lesions (docs/inference.md)",
         "calibration": "alpha 0.01 healthy voxel FPR (Behrendt et al.'s protocol on healthy validation scans); "
                        "tau searched so that the healthy validation final masks cover alpha (itermask2_tau_target "
                        "final_mask_fraction); gamma aimed at each case's own sweep curve at i = 100(1 - alpha) "

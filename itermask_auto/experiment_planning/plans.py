@@ -123,6 +123,10 @@ class InferencePlan:
     # mask, elsewhere the first pass's error mapped below τ (τ·e/(e + τ): the first pass's order, which the shrink's
     # unmasking scrambles); "final_first_ranked" = the final mask on top in the first pass's order
     map_readout: str = "last_pass"
+    # every method's segmentation: "healthy_validation" = calibration records the largest connected component of
+    # the healthy validation cases' segmentations and prediction drops smaller components (inference/components.py);
+    # "off" (default, and plans made before it): the segmentation as the method makes it
+    component_filter: str = "off"
 
 
 @dataclass

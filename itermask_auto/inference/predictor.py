@@ -22,6 +22,7 @@ import SimpleITK as sitk
 import torch
 
 from itermask_auto.experiment_planning.plans import Plans
+from itermask_auto.inference.components import drop_small_components
 from itermask_auto.inference.map_filter import filter_result
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.inference.scoring_region import erode_brain
@@ -92,6 +93,11 @@ class Predictor:
                 method.check_calibration(plans, calibration)
             except ValueError as e:   # one line naming the fold, before any case is read
                 raise ValueError(f"{Path(fold_dir) / 'calibration.json'}: {e}") from None
+            if plans.inference.component_filter != "off" and "min_component_voxels" not in calibration:
+                logger.warning("%s: the plan's inference.component_filter is '%s' but this calibration has no "
+                               "min_component_voxels (calibrated before the key): segmentations keep every "
+                               "component; recalibrate with itermask_train --calibrate_only",
+                               Path(fold_dir) / "calibration.json", plans.inference.component_filter)
         return cls(networks, plans, configuration, method.name, fold_dir, device, amp, batch_size, calibration)
 
     # ---- core -------------------------------------------------------------------------------------------
@@ -110,7 +116,14 @@ class Predictor:
         return filter_result(result, region, self.plans.inference.map_median_mm, self.config.spacing)
 
     def segment(self, result: InferenceResult, brain_mask: np.ndarray) -> tuple[np.ndarray, str]:
-        return self.spec.segment(self, result, self.scoring_region(brain_mask))
+        """The method's segmentation; without the components smaller than calibration's min_component_voxels
+        where the plan's inference.component_filter asks and calibration chose one (inference/components.py)."""
+        seg, rule = self.spec.segment(self, result, self.scoring_region(brain_mask))
+        min_voxels = int((self.calibration or {}).get("min_component_voxels") or 0)
+        if min_voxels > 1 and self.plans.inference.component_filter != "off":
+            seg = drop_small_components(seg, min_voxels)
+            rule += f"; components under {min_voxels} voxels dropped (their size from the healthy validation cases)"
+        return seg, rule
 
     def volume_score(self, result: InferenceResult) -> float:
         return float(result.scores[self.spec.volume_score_name])
