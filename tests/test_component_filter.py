@@ -88,12 +88,38 @@ def test_the_size_comes_from_the_healthy_validation_segmentations_and_prediction
     _calibrate(fold_dir, "off")
 
 
+def test_a_size_chosen_for_another_inference_mode_is_not_applied(fold, caplog):
+    _, fold_dir = fold
+    cal = _calibrate(fold_dir, "healthy_validation")
+    assert cal["min_component_choice"]["inference_mode"] == "itermask3d"   # the tiny fold's plan
+    from itermask_auto.inference.predictor import Predictor
+    predictor = Predictor.from_model_folder(fold_dir)
+    without_size = {k: v for k, v in cal.items() if k != "min_component_voxels"}
+    unfiltered = _segmentations(fold_dir, cal["cases"], calibration=without_size)
+    predictor.plans.inference.mode = "itermask2"   # what itermask_predict -mode itermask2 does after loading
+    with caplog.at_level(logging.WARNING):
+        for case, (seg, rule) in unfiltered.items():
+            kept, kept_rule = predictor.segment(_fake_result(seg), np.ones_like(seg, bool))
+            assert np.array_equal(kept, seg) and "dropped" not in kept_rule
+    assert caplog.text.count("was chosen for inference mode 'itermask3d'") == 1   # once per predictor
+    _calibrate(fold_dir, "off")
+
+
+def _fake_result(final_mask):
+    """An InferenceResult whose final mask is `final_mask` (itermask3d's segmentation rule reads it)."""
+    from itermask_auto.inference.result import InferenceResult
+    return InferenceResult(anomaly_map=final_mask.astype(np.float32), final_mask=final_mask.astype(bool), tau=0.5,
+                           procedure="itermask2", passes=1)
+
+
 def test_an_unknown_filter_is_refused_and_an_older_calibration_warns(fold, caplog):
     from itermask_auto.experiment_planning.plans import Plans
     from itermask_auto.inference.predictor import Predictor
     _, fold_dir = fold
     with pytest.raises(ValueError, match="unknown inference.component_filter 'largest'"):
         _calibrate(fold_dir, "largest")
+    with pytest.raises(ValueError, match=r"plans.json: unknown inference.component_filter 'largest'"):
+        Predictor.from_model_folder(fold_dir)   # the plan was saved before calibration refused it
     _calibrate(fold_dir, "off")
     plans = Plans.load(fold_dir / "plans.json")
     plans.inference.component_filter = "healthy_validation"   # the plan asks, the calibration predates it

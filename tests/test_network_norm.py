@@ -25,7 +25,6 @@ def test_fp32_cpu_norm_equals_instance_norm_and_keeps_channels_last():
     x.requires_grad_(True)
     y_ref, y = reference(x), ours(x)
     assert y.is_contiguous(memory_format=torch.channels_last_3d)
-    assert not y_ref.is_contiguous(memory_format=torch.channels_last_3d)   # why the class exists
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     probe = torch.randn_like(y_ref)
     grads_ref = torch.autograd.grad((y_ref * probe).sum(), [x, reference.weight, reference.bias])
@@ -45,6 +44,17 @@ def test_bf16_autocast_keeps_instance_norm():
         assert h.dtype == torch.bfloat16
         y, y_ref = ours(h), reference(h)
     assert torch.equal(y, y_ref)   # the same kernel: bit for bit
+
+
+def test_unbatched_input_and_running_statistics_keep_instance_norm():
+    reference, ours = _pair()
+    x = torch.randn(6, 5, 7, 4)   # (C, D, H, W): group norm would read D as the channels
+    torch.testing.assert_close(ours(x), reference(x))
+    tracked = InstanceNorm3d(6, affine=True, track_running_stats=True)
+    tracked.load_state_dict(nn.InstanceNorm3d(6, affine=True, track_running_stats=True).state_dict())
+    y = tracked(torch.randn(2, 6, 5, 7, 4))
+    # instance norm's own path: it updates the running statistics (group norm has none)
+    assert y.shape == (2, 6, 5, 7, 4) and not torch.equal(tracked.running_mean, torch.zeros(6))
 
 
 def test_the_3d_network_uses_it():

@@ -48,10 +48,8 @@ def calibration_cases(fold_dir: Path) -> tuple[List[str], str]:
 
 
 def _score_cases(predictor: Predictor, context: CalibrationContext, keep_edges: bool) -> Dict[str, Dict[str, Any]]:
-    """Score this rank's cases; returns {case: record with the scored map values} for every rank's cases (and the
-    result with its brain mask where the plan's component filter needs the segmentations)."""
+    """Score this rank's cases; returns {case: record with the scored map values} for every rank's cases."""
     method, local = predictor.spec, {}
-    keep_results = predictor.plans.inference.component_filter != "off"
     for case in context.progress(context.my_cases, "calibration"):
         data, hf, whole, _ = context.load_unscored(case)
         region = context.load(case)[2] if context.erosion_mm > 0 else whole
@@ -63,7 +61,6 @@ def _score_cases(predictor: Predictor, context: CalibrationContext, keep_edges: 
             "edges": edge_distance_mm(whole, predictor.config.spacing)[region] if keep_edges else None,
             "first": result.first_error[region].astype(np.float32) if result.first_error is not None else None,
             "score": predictor.volume_score(result),
-            "segment_inputs": (result, whole) if keep_results else None,
             "record": {"tau": result.tau, "network_passes": result.passes, "windows": result.windows,
                        "seconds": round(seconds, 3), "scores": result.scores,
                        "tau_method": (result.fit or {}).get("method"), "shrink_iterations": result.shrink_iterations,
@@ -115,8 +112,7 @@ def calibrate_model_folder(fold_dir: str | Path, device: str = "cpu", checkpoint
         method_keys, scored = _calibrate_once(predictor, context(erosion))
     calibration = _thresholds(predictor, scored, case_ids, method_keys, erosion)
     if plans.inference.component_filter == "healthy_validation":
-        calibration.update(choose_min_component(predictor, calibration,
-                                                {c: scored[c]["segment_inputs"] for c in case_ids}, case_ids))
+        calibration.update(choose_min_component(predictor, calibration, context(erosion)))
     calibration.update({"brain_erosion_choice": erosion_choice, "cases": case_ids, "case_source": note,
                         "brain_masks": cal_plan.brain_masks,
                         "data_folder": str(data_folder), "method": predictor.method, "checkpoint": checkpoint,

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from itermask_auto.calibration.components import check_component_filter
 from itermask_auto.experiment_planning.plans import Plans
 from itermask_auto.inference.components import drop_small_components
 from itermask_auto.inference.map_filter import filter_result
@@ -61,6 +62,7 @@ class Predictor:
         self.networks: Dict[str, torch.nn.Module] = dict(networks)
         self.config = plans.configuration(configuration)
         self.fold_dir = Path(fold_dir) if fold_dir else None
+        self._component_mode_warned = False   # the component filter's mode warning, once per predictor
         self.device = torch.device(device)
         self.amp = amp or plans.training.mixed_precision
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else max(1, self.config.batch_size))
@@ -93,6 +95,10 @@ class Predictor:
                 method.check_calibration(plans, calibration)
             except ValueError as e:   # one line naming the fold, before any case is read
                 raise ValueError(f"{Path(fold_dir) / 'calibration.json'}: {e}") from None
+            try:
+                check_component_filter(plans.inference.component_filter)
+            except ValueError as e:
+                raise ValueError(f"{Path(fold_dir) / 'plans.json'}: {e}") from None
             if plans.inference.component_filter != "off" and "min_component_voxels" not in calibration:
                 logger.warning("%s: the plan's inference.component_filter is '%s' but this calibration has no "
                                "min_component_voxels (calibrated before the key): segmentations keep every "
@@ -119,8 +125,16 @@ class Predictor:
         """The method's segmentation; without the components smaller than calibration's min_component_voxels
         where the plan's inference.component_filter asks and calibration chose one (inference/components.py)."""
         seg, rule = self.spec.segment(self, result, self.scoring_region(brain_mask))
-        min_voxels = int((self.calibration or {}).get("min_component_voxels") or 0)
+        cal = self.calibration or {}
+        min_voxels = int(cal.get("min_component_voxels") or 0)
         if min_voxels > 1 and self.plans.inference.component_filter != "off":
+            chosen_for = (cal.get("min_component_choice") or {}).get("inference_mode", self.plans.inference.mode)
+            if chosen_for != self.plans.inference.mode:   # e.g. itermask_predict -mode: sizes of the other masks
+                if not self._component_mode_warned:
+                    logger.warning("segmentation components kept: min_component_voxels was chosen for inference mode "
+                                   "'%s', this prediction runs '%s'", chosen_for, self.plans.inference.mode)
+                    self._component_mode_warned = True
+                return seg, rule
             seg = drop_small_components(seg, min_voxels)
             rule += f"; components under {min_voxels} voxels dropped (their size from the healthy validation cases)"
         return seg, rule

@@ -34,7 +34,7 @@ class InstanceNorm3d(nn.InstanceNorm3d):
     CUDA keep instance norm: ATen's bf16 group norm is slower there (0.51 s against 0.21 s per demo step)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype == torch.float32 and not self.track_running_stats:
+        if x.dim() == 5 and x.device.type == "cpu" and x.dtype == torch.float32 and not self.track_running_stats:
             return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
         return super().forward(x)
 
