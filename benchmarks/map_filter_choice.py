@@ -116,7 +116,7 @@ def main() -> int:
     import torch
     torch.set_num_threads(args.threads)
     if args.widths[0] != 0 or not set(args.decide) <= set(args.draws):
-        p.error("--widths must start with 0 and --draws must include the --decide draw")
+        p.error("--widths must start with 0 and --draws must include every --decide draw")
     table: Dict[str, Dict[str, Dict[str, float]]] = {}
     for width in args.widths:
         fold = args.fold if width == 0 and json.loads((args.fold / "plans.json").read_text())["inference"].get(

@@ -20,11 +20,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from itermask_auto.calibration.bounds import healthy_bounds
-from itermask_auto.calibration.components import check_component_filter, choose_min_component
+from itermask_auto.calibration.components import choose_min_component
 from itermask_auto.calibration.context import CalibrationContext
 from itermask_auto.calibration.mask_sources import automatic_mask_loader, calibration_variants
 from itermask_auto.calibration.rim import choose_erosion
 from itermask_auto.calibration.thresholds import detection_threshold, summarize, voxel_threshold
+from itermask_auto.inference.components import check_component_filter
 from itermask_auto.inference.predictor import CALIBRATION_FILE, Predictor
 from itermask_auto.inference.scoring_region import edge_distance_mm
 from itermask_auto.paths import preprocessed_root

@@ -7,14 +7,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict
 
-from itermask_auto.inference.components import COMPONENT_FILTERS, largest_component_voxels
+from itermask_auto.inference.components import largest_component_voxels
 
 logger = logging.getLogger(__name__)
-
-
-def check_component_filter(name: str) -> None:
-    if name not in COMPONENT_FILTERS:
-        raise ValueError(f"unknown inference.component_filter '{name}' ({' | '.join(COMPONENT_FILTERS)})")
 
 
 def choose_min_component(predictor, calibration: Dict[str, Any], context) -> Dict[str, Any]:

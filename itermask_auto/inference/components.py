@@ -15,6 +15,12 @@ from scipy import ndimage
 COMPONENT_FILTERS = ("off", "healthy_validation")
 
 
+def check_component_filter(name: str) -> None:
+    """Refuse, in one line, an inference.component_filter this code does not know."""
+    if name not in COMPONENT_FILTERS:
+        raise ValueError(f"unknown inference.component_filter '{name}' ({' | '.join(COMPONENT_FILTERS)})")
+
+
 def largest_component_voxels(mask: np.ndarray) -> int:
     """Voxels in the largest face-connected component of `mask` (0 for an empty mask)."""
     labels, n = ndimage.label(np.asarray(mask, bool))

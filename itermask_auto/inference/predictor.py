@@ -21,9 +21,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from itermask_auto.calibration.components import check_component_filter
 from itermask_auto.experiment_planning.plans import Plans
-from itermask_auto.inference.components import drop_small_components
+from itermask_auto.inference.components import check_component_filter, drop_small_components
 from itermask_auto.inference.map_filter import filter_result
 from itermask_auto.inference.result import InferenceResult
 from itermask_auto.inference.scoring_region import erode_brain
